@@ -1,0 +1,38 @@
+"""Communication layer: one interface, three backends, every byte counted.
+
+    comm = make_comm("auto")   # horovod under MPI if installed, else gloo, else single
+    g = comm.allreduce(grad, category="train_grad")
+    comm.counter.bytes["train_grad"]
+"""
+from __future__ import annotations
+
+from grappa.comm.base import AVERAGE, MAX, MIN, SUM, ByteCounter, Comm, SingleComm, env_rank_size
+
+BACKENDS = ("auto", "horovod", "gloo", "single")
+
+
+def make_comm(backend: str = "auto") -> Comm:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown comm backend {backend!r}; choose one of {BACKENDS}")
+    if backend == "auto":
+        _, size, _ = env_rank_size()
+        if size == 1:
+            return SingleComm()
+        try:
+            import horovod.torch  # noqa: F401
+
+            backend = "horovod"
+        except ImportError:
+            backend = "gloo"
+    if backend == "single":
+        return SingleComm()
+    if backend == "horovod":
+        from grappa.comm.horovod_backend import HorovodComm
+
+        return HorovodComm()
+    from grappa.comm.gloo_backend import GlooComm
+
+    return GlooComm()
+
+
+__all__ = ["make_comm", "Comm", "SingleComm", "ByteCounter", "env_rank_size", "SUM", "AVERAGE", "MAX", "MIN"]

@@ -1,0 +1,143 @@
+"""The communication interface every method uses, with exact byte counting.
+
+Each call adds the bytes *this rank sends* to a per-category counter under a
+fixed, documented cost model (see docs/ARCHITECTURE.md, "Counting bytes"):
+
+    allreduce   2 (P-1)/P * n   ring reduce-scatter + allgather
+    allgather   (P-1) * n_own   each rank's block travels to every other rank
+    broadcast   root: (P-1) * n, others 0
+    alltoallv   sum of the bytes addressed to other ranks
+    barrier     0
+
+so comparisons between methods are exact and independent of the backend's
+internal algorithm choice.
+"""
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+
+import torch
+
+SUM, AVERAGE, MAX, MIN = "sum", "average", "max", "min"
+
+
+def env_rank_size() -> tuple[int, int, int]:
+    """(rank, size, local_rank) from OpenMPI, Slurm or PMI variables; (0, 1, 0) if none."""
+    for r, s, lr in (("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"),
+                     ("PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"),
+                     ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"),
+                     ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID"),
+                     ("RANK", "WORLD_SIZE", "LOCAL_RANK")):
+        if r in os.environ and s in os.environ:
+            return int(os.environ[r]), int(os.environ[s]), int(os.environ.get(lr, 0))
+    return 0, 1, 0
+
+
+def threads_per_rank() -> int:
+    """Cores divided by the ranks on this node (OMP_NUM_THREADS wins if set)."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    local = (os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE") or os.environ.get("SLURM_NTASKS_PER_NODE")
+             or os.environ.get("LOCAL_WORLD_SIZE") or "1")
+    return max(1, (os.cpu_count() or 1) // max(1, int(local.split("(")[0])))
+
+
+class ByteCounter:
+    """Bytes sent and calls made, by category."""
+
+    def __init__(self):
+        self.bytes: dict[str, int] = defaultdict(int)
+        self.calls: dict[str, int] = defaultdict(int)
+
+    def add(self, category: str, nbytes: float) -> None:
+        self.bytes[category] += int(round(nbytes))
+        self.calls[category] += 1
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self.bytes)
+
+    def since(self, snap: dict[str, int]) -> dict[str, int]:
+        return {k: v - snap.get(k, 0) for k, v in self.bytes.items() if v - snap.get(k, 0)}
+
+    def total(self, prefix: str = "") -> int:
+        return sum(v for k, v in self.bytes.items() if k.startswith(prefix))
+
+
+def nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+class Comm:
+    """Base class: subclasses implement the ``_`` methods; counting lives here."""
+
+    name = "base"
+
+    def __init__(self, rank: int, size: int, local_rank: int = 0):
+        self.rank, self.size, self.local_rank = rank, size, local_rank
+        self.counter = ByteCounter()
+
+    # -- public API (counts, then delegates) ---------------------------------
+    def allreduce(self, t: torch.Tensor, op: str = SUM, category: str = "other") -> torch.Tensor:
+        p = self.size
+        self.counter.add(category, 2 * (p - 1) / p * nbytes(t))
+        return self._allreduce(t, op) if p > 1 else t.clone()
+
+    def allgather(self, t: torch.Tensor, category: str = "other") -> torch.Tensor:
+        """Concatenate every rank's tensor along dim 0 (first dims may differ)."""
+        self.counter.add(category, (self.size - 1) * nbytes(t))
+        return self._allgather(t) if self.size > 1 else t.clone()
+
+    def broadcast(self, t: torch.Tensor, root: int = 0, category: str = "other") -> torch.Tensor:
+        self.counter.add(category, (self.size - 1) * nbytes(t) if self.rank == root else 0)
+        return self._broadcast(t, root) if self.size > 1 else t.clone()
+
+    def alltoallv(self, t: torch.Tensor, splits: list[int], category: str = "other"):
+        """Send rows ``t[sum(splits[:j]) : sum(splits[:j+1])]`` to rank j.
+
+        Returns (received rows concatenated by source rank, rows received per rank).
+        """
+        splits = [int(s) for s in splits]
+        if len(splits) != self.size or sum(splits) != t.shape[0]:
+            raise ValueError(f"alltoallv: splits {splits} do not match size {self.size} and rows {t.shape[0]}")
+        row = nbytes(t[:1]) if t.shape[0] else 0
+        self.counter.add(category, row * (sum(splits) - splits[self.rank]))
+        if self.size == 1:
+            return t.clone(), splits
+        return self._alltoallv(t, splits)
+
+    def barrier(self) -> None:
+        if self.size > 1:
+            self._barrier()
+
+    def allreduce_object_max(self, value: float) -> float:
+        """Small helper for control decisions (e.g. 'any rank asked to stop'), counted as control."""
+        return float(self.allreduce(torch.tensor([float(value)], dtype=torch.float64), MAX, "control")[0])
+
+    def shutdown(self) -> None:
+        pass
+
+    # -- backend hooks ---------------------------------------------------------
+    def _allreduce(self, t, op):
+        raise NotImplementedError
+
+    def _allgather(self, t):
+        raise NotImplementedError
+
+    def _broadcast(self, t, root):
+        raise NotImplementedError
+
+    def _alltoallv(self, t, splits):
+        raise NotImplementedError
+
+    def _barrier(self):
+        raise NotImplementedError
+
+
+class SingleComm(Comm):
+    """One process, no communication (centralized training, unit tests)."""
+
+    name = "single"
+
+    def __init__(self):
+        super().__init__(0, 1, 0)

@@ -1,0 +1,40 @@
+"""Horovod backend (the default under MPI): collectives via horovod.torch."""
+from __future__ import annotations
+
+import torch
+
+from grappa.comm.base import AVERAGE, MAX, MIN, SUM, Comm
+
+
+class HorovodComm(Comm):
+    name = "horovod"
+
+    def __init__(self):
+        import horovod.torch as hvd
+
+        hvd.init()
+        self.hvd = hvd
+        self._ops = {SUM: hvd.Sum, AVERAGE: hvd.Average, MAX: hvd.Max, MIN: hvd.Min}
+        super().__init__(hvd.rank(), hvd.size(), hvd.local_rank())
+
+    def _allreduce(self, t, op):
+        return self.hvd.allreduce(t, op=self._ops[op])
+
+    def _allgather(self, t):
+        return self.hvd.allgather(t)
+
+    def _broadcast(self, t, root):
+        return self.hvd.broadcast(t, root_rank=root)
+
+    def _alltoallv(self, t, splits):
+        out = self.hvd.alltoall(t, splits=torch.tensor(splits, dtype=torch.int32))
+        received, recv_splits = out if isinstance(out, tuple) else (out, None)
+        if recv_splits is None:  # older Horovod: ask the peers
+            recv_splits = self.hvd.alltoall(torch.tensor(splits, dtype=torch.int32))
+        return received, [int(s) for s in recv_splits]
+
+    def _barrier(self):
+        self.hvd.barrier()
+
+    def shutdown(self):
+        self.hvd.shutdown()

@@ -1,0 +1,1 @@
+"""Training: the epoch loop, the methods and the grappa-train command."""

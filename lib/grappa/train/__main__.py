@@ -1,0 +1,3 @@
+from grappa.train.cli import main
+
+main()

@@ -1,0 +1,60 @@
+"""Centralized training: one process, the whole graph (full-graph or mini-batch).
+The reference every distributed method is judged against."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from grappa.comm import Comm
+from grappa.models import LayerwiseGNN, layerwise_inference
+from grappa.sampling import NeighborSampler
+from grappa.train.data import GraphData
+from grappa.train.evaluate import compute_metric, loss_fn
+
+
+def full_graph_logits(model, data: GraphData, eval_batch_size: int) -> torch.Tensor:
+    """Eval-mode outputs for every node: one forward when it fits, else layer-wise."""
+    model.eval()
+    with torch.no_grad():
+        if isinstance(model, LayerwiseGNN) and data.num_nodes > eval_batch_size:
+            return layerwise_inference(model, data.x, data.csr, eval_batch_size)
+        return model(data.x, data.edge_index)
+
+
+class CentralizedMethod:
+    def __init__(self, cfg, comm: Comm, data: GraphData, model, optimizer):
+        if comm.size != 1:
+            raise ValueError("--method centralized runs in one process; launch it without mpirun")
+        self.cfg, self.data, self.model, self.opt = cfg, data, model, optimizer
+        self.task = data.info.task
+        self.train_idx = torch.from_numpy(data.train_idx)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.sampler = NeighborSampler(data.csr, cfg.fanouts[: cfg.layers], cfg.seed) if cfg.batch_size else None
+
+    def train_epoch(self, epoch: int) -> float:
+        self.model.train()
+        if not self.cfg.batch_size:
+            self.opt.zero_grad()
+            out = self.model(self.data.x, self.data.edge_index)
+            loss = loss_fn(self.task, out[self.train_idx], self.data.y[self.train_idx])
+            loss.backward()
+            self.opt.step()
+            return loss.item()
+        seeds = self.rng.permutation(self.data.train_idx)
+        losses = []
+        for lo in range(0, len(seeds), self.cfg.batch_size):
+            sub = self.sampler.sample(seeds[lo:lo + self.cfg.batch_size])
+            nodes = torch.from_numpy(sub.nodes)
+            self.opt.zero_grad()
+            out = self.model(self.data.x[nodes], sub.edge_index)[: sub.num_seeds]
+            loss = loss_fn(self.task, out, self.data.y[nodes[: sub.num_seeds]])
+            loss.backward()
+            self.opt.step()
+            losses.append(loss.item())
+        return float(np.mean(losses))
+
+    def evaluate(self) -> tuple[float, float]:
+        logits = full_graph_logits(self.model, self.data, self.cfg.eval_batch_size)
+        v, t = self.data.val_idx, self.data.test_idx
+        return (compute_metric(self.task, logits[v], self.data.y[v]),
+                compute_metric(self.task, logits[t], self.data.y[t]))

@@ -1,0 +1,102 @@
+"""The epoch loop shared by every method: steps, evaluation, early stopping,
+best-validation model, metrics, byte accounting and the result record.
+
+A method supplies ``train_epoch() -> float`` (mean loss) and
+``evaluate() -> (val_metric, test_metric)``; the loop does the rest.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from tqdm import tqdm
+
+from grappa.atomic import atomic_write_bytes
+from grappa.comm import MAX, Comm
+from grappa.train.config import TrainConfig
+from grappa.train.metrics_log import MetricsLog
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+@dataclass
+class LoopState:
+    epoch: int = 0
+    best_val: float = -math.inf
+    best_epoch: int = -1
+    test_at_best: float = float("nan")
+    best_state: dict | None = None
+    epoch_times: list = field(default_factory=list)
+    train_bytes: dict = field(default_factory=dict)
+
+
+def run_epochs(cfg: TrainConfig, comm: Comm, model: torch.nn.Module,
+               train_epoch: Callable[[int], float], evaluate: Callable[[], tuple[float, float]],
+               log: MetricsLog, state: LoopState | None = None) -> LoopState:
+    st = state or LoopState()
+    bar = tqdm(range(st.epoch, cfg.epochs), desc=f"{cfg.method}/{cfg.model}", unit="epoch",
+               disable=not cfg.progress or comm.rank != 0, initial=st.epoch, total=cfg.epochs)
+    since_best = 0
+    for epoch in bar:
+        snap = comm.counter.snapshot()
+        t0 = time.perf_counter()
+        loss = train_epoch(epoch)
+        dt = time.perf_counter() - t0
+        st.epoch_times.append(dt)
+        sent = {k: v for k, v in comm.counter.since(snap).items() if k.startswith("train")}
+        for k, v in sent.items():
+            st.train_bytes[k] = st.train_bytes.get(k, 0) + v
+        row = {"epoch": epoch, "loss": loss, "epoch_time_s": dt, "bytes": sent}
+        if (epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1:
+            val, test = evaluate()
+            row.update(val_metric=val, test_metric=test)
+            if val > st.best_val:
+                st.best_val, st.best_epoch, st.test_at_best = val, epoch, test
+                st.best_state = copy.deepcopy(model.state_dict())
+                since_best = 0
+            else:
+                since_best += cfg.eval_every
+            bar.set_postfix(loss=f"{loss:.4f}", val=f"{val:.4f}", best_test=f"{st.test_at_best:.4f}")
+        if comm.rank == 0:
+            log.log(row)
+        st.epoch = epoch + 1
+        if cfg.patience and since_best >= cfg.patience:
+            break
+    bar.close()
+    return st
+
+
+def build_result(cfg: TrainConfig, comm: Comm, st: LoopState, dataset: str, metric: str,
+                 wall_s: float, **extra) -> dict:
+    epochs_run = max(len(st.epoch_times), 1)
+    train_total = sum(st.train_bytes.values())
+    rss = comm.allreduce(torch.tensor([peak_rss_mb()], dtype=torch.float64), MAX, "control")
+    result = {
+        "method": cfg.method, "model": cfg.model, "dataset": dataset, "world_size": comm.size,
+        "backend": comm.name, "epochs": cfg.epochs, "epochs_run": len(st.epoch_times), "seed": cfg.seed,
+        "metric": metric, "test_metric": st.test_at_best, "val_metric": st.best_val,
+        "best_epoch": st.best_epoch,
+        "train_bytes_per_rank_per_epoch": train_total / epochs_run,
+        "train_bytes_by_category": st.train_bytes,
+        "eval_bytes_total": comm.counter.bytes.get("eval", 0),
+        "epoch_time_s_median": statistics.median(st.epoch_times) if st.epoch_times else 0.0,
+        "train_time_s_total": sum(st.epoch_times),
+        "wall_s": wall_s, "peak_rss_mb_max": float(rss[0]),
+        "mode": "mini-batch" if cfg.batch_size else "full-graph",
+        "config": cfg.to_dict(),
+    }
+    result.update(extra)
+    return result
+
+
+def write_result(out_dir, result: dict) -> None:
+    atomic_write_bytes(f"{out_dir}/result.json", (json.dumps(result, indent=2) + "\n").encode())

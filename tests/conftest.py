@@ -1,0 +1,50 @@
+"""Shared fixtures: repository paths, the shipped Cora, and real mpirun/CLI runners."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("GRAPPA_SHARED", ROOT.parent / "shared"))
+
+
+def mpi_env() -> dict:
+    env = dict(os.environ)
+    env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMPI_MCA_rmaps_base_oversubscribe="1",
+               PYTHONPATH=str(ROOT / "lib") + os.pathsep + env.get("PYTHONPATH", ""))
+    env.setdefault("OMPI_MCA_btl", "self,vader,tcp")
+    env.setdefault("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
+    return env
+
+
+def run_mpi(np_: int, *args, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Real mpirun with ``np_`` ranks of this interpreter."""
+    cmd = ["mpirun", "-np", str(np_), "--oversubscribe", sys.executable, *map(str, args)]
+    return subprocess.run(cmd, env=mpi_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def run_cli(module: str, *args, timeout: int = 600) -> subprocess.CompletedProcess:
+    """A grappa command as users run it (a fresh process, real exit status)."""
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], env=mpi_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def cora_dir(tmp_path_factory) -> Path:
+    from grappa.graph.importers import import_planetoid
+
+    out = tmp_path_factory.mktemp("cora")
+    import_planetoid(ROOT / "datasets" / "cora", out, name="cora")
+    return out
+
+
+@pytest.fixture(scope="session")
+def cora(cora_dir):
+    from grappa.train.data import load_graph
+
+    return load_graph(cora_dir)

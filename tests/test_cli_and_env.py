@@ -1,0 +1,59 @@
+"""Every command has --help; environment.yml agrees with setup.cfg."""
+from __future__ import annotations
+
+import configparser
+import re
+import subprocess
+
+import pytest
+from conftest import ROOT, run_cli
+
+MODULES = ["grappa.train", "grappa.graph.importers_cli", "grappa.graph.generators_cli"]
+SCRIPTS = ["hpc/setup_env.sh"]
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_help(module):
+    r = run_cli(module, "--help")
+    assert r.returncode == 0 and "usage:" in r.stdout
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_script_help(script):
+    r = subprocess.run(["bash", str(ROOT / script), "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "Install" in r.stdout
+
+
+def _norm(req: str) -> tuple[str, str]:
+    m = re.match(r"([A-Za-z0-9_.\-]+)\s*(.*)", req.strip())
+    return m.group(1).lower().replace("-", "_"), m.group(2).replace(" ", "")
+
+
+def test_environment_yml_matches_setup_cfg():
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    reqs = dict(_norm(r) for r in cfg["options"]["install_requires"].split("\n") if r.strip())
+    env = (ROOT / "environment.yml").read_text()
+    listed = {}
+    for line in env.splitlines():
+        m = re.match(r"\s*-\s+([A-Za-z0-9_.\-]+)\s*([=<>!~]=?[^#\s]*)?", line)
+        if m and m.group(1) not in ("pip", "conda-forge", "defaults"):
+            name, spec = m.group(1).lower().replace("-", "_"), (m.group(2) or "")
+            listed[name] = spec.replace(" ", "")
+    for name, spec in reqs.items():
+        assert name in listed, f"environment.yml lacks {name}"
+        if spec:
+            want = spec.lstrip("=")
+            assert want in listed[name], f"{name}: setup.cfg pins {spec}, environment.yml has {listed[name]!r}"
+    assert "horovod" in env and "CMAKE_CXX_STANDARD" in env or "setup_env.sh" in env
+
+
+def test_ruff_clean():
+    import shutil
+
+    ruff = shutil.which("ruff")
+    if ruff is None:
+        pytest.skip("ruff not installed")
+    r = subprocess.run([ruff, "check", "lib", "tests", "bench", "data_prep"], cwd=ROOT, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stdout
