@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 
 @dataclass
@@ -37,8 +36,10 @@ class CSR:
     def dst_of_edges(self) -> np.ndarray:
         return np.repeat(np.arange(self.num_nodes, dtype=np.int64), self.in_degree())
 
-    def edge_index(self) -> torch.Tensor:
-        """[2, E] tensor (row 0 source, row 1 destination), PyG convention."""
+    def edge_index(self):
+        """[2, E] torch tensor (row 0 source, row 1 destination), PyG convention."""
+        import torch  # lazy: the partitioner uses CSR without torch
+
         return torch.from_numpy(np.stack([self.indices, self.dst_of_edges()]))
 
     def in_edge_positions(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,1 @@
+"""Partitioning: node-to-chunk assignment and the offline MPI shard writer."""

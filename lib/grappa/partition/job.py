@@ -1,0 +1,380 @@
+"""The offline MPI partitioner: raw layout -> HDF5 chunk shards + manifest.
+
+Every rank streams its slice of the edge arrays and node arrays in blocks,
+routes each item to the owner of its destination chunk (chunk c is owned by
+rank c mod P) with MPI_Alltoallv, and the owner spills what it receives to
+per-chunk temporary files (memory stays under --memory-budget). Owners then
+sort each chunk canonically and write its shard. All output goes to a hidden
+temporary directory that rank 0 renames once every rank has finished, so a
+failed job never leaves a directory that looks complete.
+
+Memory per rank: the exchange is bounded by the budget; writing one shard
+holds that chunk's edges (about E / K of them) in memory.
+"""
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from grappa import __version__
+from grappa.errors import InputError
+from grappa.graph.raw import RawGraph
+from grappa.partition.assignment import METHODS, RandomAssignment, TableAssignment, metis_assignment
+from grappa.shards.format import MANIFEST_SCHEMA, ShardWriter, sha256_file, shard_name, write_manifest
+
+
+@dataclass
+class PartitionConfig:
+    data: str
+    out: str
+    num_chunks: int
+    method: str = "random"
+    seed: int = 0
+    super_nodes: int | None = None
+    memory_budget_mb: int = 1024
+    compression: str | None = None
+    overwrite: bool = False
+    fail_after_shards: int = -1  # fault injection: rank 0 of the owners kills itself after N shards
+    progress: bool = True
+
+
+def read_rows(mm: np.memmap, lo: int, hi: int) -> np.ndarray:
+    """Rows [lo, hi) of a memory-mapped .npy read with plain file I/O: mapped
+    pages would count toward (and grow) the rank's resident memory."""
+    width = int(np.prod(mm.shape[1:], dtype=np.int64))
+    count = max(hi - lo, 0) * width
+    with open(mm.filename, "rb") as f:
+        f.seek(mm.offset + lo * width * mm.dtype.itemsize)
+        return np.fromfile(f, dtype=mm.dtype, count=count).reshape((max(hi - lo, 0),) + mm.shape[1:])
+
+
+def sort_by_dst_src(pairs: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(src, dst) sorted by (dst, src): one sort of a packed int64 key when N < 2^31.5."""
+    if n <= 3_037_000_499:  # dst * n + src < 2^63
+        key = np.sort(pairs[:, 1] * n + pairs[:, 0])
+        return key % n, key // n
+    order = np.lexsort((pairs[:, 0], pairs[:, 1]))
+    return pairs[order, 0], pairs[order, 1]
+
+
+class PeerFailed(Exception):
+    """Another rank reported bad input; this rank stops without a message of its own."""
+
+
+class _Job:
+    def __init__(self, cfg: PartitionConfig, comm):
+        from mpi4py import MPI
+
+        self.MPI = MPI
+        self.cfg, self.comm = cfg, comm
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.g = RawGraph(cfg.data).validate(check_values=False)
+        self.n, self.e = self.g.info.num_nodes, self.g.info.num_edges
+        self.k = cfg.num_chunks
+        budget = max(cfg.memory_budget_mb, 16) << 20
+        # ~ 200 bytes per edge in flight (block copy, routing, send and receive buffers)
+        self.block_edges = max(1 << 14, budget // 200)
+        row_bytes = 4 * max(self.g.info.num_features, 1) * 3 + 64
+        self.block_nodes = max(1 << 10, budget // row_bytes)
+        self.spill_limit = budget // 4
+
+    # ------------------------------------------------------------ helpers
+    def check_args(self) -> None:
+        cfg = self.cfg
+        if cfg.method not in METHODS:
+            raise InputError("--method", f"unknown method {cfg.method!r}", f"choose one of {', '.join(METHODS)}")
+        if not 1 <= self.k <= self.n:
+            raise InputError("--num-chunks", f"K={self.k} must be between 1 and the number of nodes ({self.n})")
+        out = Path(cfg.out)
+        if out.exists() and not cfg.overwrite:
+            raise InputError(out, "output directory already exists", "pass --overwrite or choose another --out")
+
+    def agree(self, local_error: InputError | None) -> None:
+        """Collective: if any rank hit bad input, every rank stops."""
+        flag = self.comm.allreduce(1 if local_error else 0, op=self.MPI.MAX)
+        if local_error:
+            raise local_error
+        if flag:
+            raise PeerFailed()
+
+    def slice_of(self, total: int) -> tuple[int, int]:
+        per = -(-total // self.size)
+        lo = min(self.rank * per, total)
+        return lo, min(lo + per, total)
+
+    def exchange(self, arrays: list[np.ndarray], owner: np.ndarray, order_key=None) -> list[np.ndarray]:
+        """Alltoallv each array's rows to ``owner`` ranks (same routing for all).
+        With ``order_key`` (< K), rows for one owner are sent sorted by it."""
+        key = owner if order_key is None else owner.astype(np.int64) * self.k + order_key
+        # Small integer keys sort by radix in NumPy's stable sort.
+        key = key.astype(np.int16) if self.size * self.k < 2**15 else key
+        order = np.argsort(key, kind="stable")
+        send_counts = np.bincount(owner, minlength=self.size).astype(np.int64)
+        recv_counts = np.empty(self.size, np.int64)
+        self.comm.Alltoall(send_counts, recv_counts)
+        out = []
+        for a in arrays:
+            a = np.ascontiguousarray(a[order])
+            width = int(np.prod(a.shape[1:], dtype=np.int64))
+            flat = a.reshape(len(a), width) if a.ndim > 1 else a
+            recv = np.empty((int(recv_counts.sum()),) + a.shape[1:], a.dtype)
+            sc, rc = send_counts * width, recv_counts * width
+            sd = np.concatenate([[0], np.cumsum(sc)[:-1]])
+            rd = np.concatenate([[0], np.cumsum(rc)[:-1]])
+            mpi_t = self.MPI._typedict[a.dtype.char]
+            self.comm.Alltoallv([flat, (sc, sd), mpi_t], [recv, (rc, rd), mpi_t])
+            out.append(recv)
+        return out
+
+    # ------------------------------------------------------------ phases
+    def assignment(self, tmp: Path):
+        cfg = self.cfg
+        if cfg.method == "random":
+            return RandomAssignment(self.n, self.k, cfg.seed)
+        err = None
+        if self.rank == 0:
+            try:
+                src, dst = self.g.load_edges()
+                if len(src) and (min(src.min(), dst.min()) < 0 or max(src.max(), dst.max()) >= self.n):
+                    raise InputError(self.g.dir / "edges_src.npy", f"node ids out of range [0, {self.n})")
+                table = metis_assignment(src, dst, self.n, self.k, cfg.seed, cfg.method, cfg.super_nodes)
+                np.save(tmp / "node_chunk.npy", table.astype(np.int32))
+            except MemoryError:
+                err = InputError(self.g.dir, f"graph too large for METIS in one process ({self.e} edges)",
+                                 "use --method random, which streams")
+            except InputError as e:
+                err = e
+        self.agree(err)
+        return TableAssignment(np.load(tmp / "node_chunk.npy", mmap_mode="r"))
+
+    def route_edges(self, assign, spill: Path, bar) -> None:
+        lo, hi = self.slice_of(self.e)
+        rounds = self.comm.allreduce(-(-(hi - lo) // self.block_edges), op=self.MPI.MAX)
+        buf, buffered = [], 0
+        for i in range(rounds):
+            a, b = min(lo + i * self.block_edges, hi), min(lo + (i + 1) * self.block_edges, hi)
+            pairs = np.empty((b - a, 2), np.int64)
+            pairs[:, 0] = read_rows(self.g.src, a, b)
+            pairs[:, 1] = read_rows(self.g.dst, a, b)
+            err = None
+            for col, name in ((0, "edges_src.npy"), (1, "edges_dst.npy")):
+                v = pairs[:, col]
+                if len(v) and (v.min() < 0 or v.max() >= self.n):
+                    bad = int(v[(v < 0) | (v >= self.n)][0])
+                    err = err or InputError(self.g.dir / name, f"node id {bad} out of range [0, {self.n})",
+                                            "node ids must be 0..N-1")
+            self.agree(err)
+            chunk = assign(pairs[:, 1])
+            # Sorted by (owner, chunk): each sender's run arrives chunk-sorted,
+            # so the owner writes segments without sorting again.
+            rpairs, rchunk = self.exchange([pairs, chunk], chunk % self.size, order_key=chunk)
+            buf.append((rchunk, rpairs))
+            buffered += rpairs.nbytes + rchunk.nbytes
+            if buffered > self.spill_limit:
+                self._flush_edges(buf, spill)
+                buf, buffered = [], 0
+            bar.update((b - a) * self.size)  # approximate: slices are equal up to one block
+        self._flush_edges(buf, spill)
+
+    def _flush_edges(self, buf, spill: Path) -> None:
+        """Append buffered edges to per-chunk spill files; each buffer holds P chunk-sorted runs."""
+        files = {}
+        try:
+            for chunk, pairs in buf:
+                starts = np.flatnonzero(np.diff(chunk, prepend=-1))
+                ends = np.append(starts[1:], len(chunk))
+                for s, e in zip(starts.tolist(), ends.tolist()):
+                    c = int(chunk[s])
+                    f = files.get(c) or files.setdefault(c, open(spill / f"edges-{c}.bin", "ab"))
+                    f.write(pairs[s:e].tobytes())
+        finally:
+            for f in files.values():
+                f.close()
+
+    def route_nodes(self, assign, spill: Path, node_chunk_path: Path) -> None:
+        lo, hi = self.slice_of(self.n)
+        rounds = self.comm.allreduce(-(-(hi - lo) // self.block_nodes), op=self.MPI.MAX)
+        table = np.load(node_chunk_path, mmap_mode="r+") if self.cfg.method == "random" else None
+        for i in range(rounds):
+            a, b = min(lo + i * self.block_nodes, hi), min(lo + (i + 1) * self.block_nodes, hi)
+            ids = np.arange(a, b, dtype=np.int64)
+            x = read_rows(self.g.x, a, b).astype(np.float32, copy=False)
+            err = None
+            if not np.isfinite(x).all():
+                err = InputError(self.g.dir / "x.npy", "features contain NaN or infinity",
+                                 "clean or impute the features before partitioning")
+            self.agree(err)
+            y = read_rows(self.g.y, a, b)
+            split = read_rows(self.g.split, a, b).astype(np.uint8, copy=False)
+            chunk = assign(ids)
+            if table is not None:
+                table[a:b] = chunk
+            rids, rx, ry, rsplit, rchunk = self.exchange([ids, x, y, split, chunk], chunk % self.size)
+            order = np.argsort(rchunk, kind="stable")
+            rchunk = rchunk[order]
+            bounds = np.flatnonzero(np.diff(rchunk)) + 1
+            for seg in np.split(np.arange(len(rchunk)), bounds):
+                if not len(seg):
+                    continue
+                c = int(rchunk[seg[0]])
+                for name, arr in (("ids", rids), ("x", rx), ("y", ry), ("split", rsplit)):
+                    with open(spill / f"nodes-{c}.{name}.bin", "ab") as f:
+                        f.write(np.ascontiguousarray(arr[order][seg]).tobytes())
+        if table is not None:
+            table.flush()
+
+    def write_shards(self, assign, spill: Path, tmp: Path) -> list[dict]:
+        info = self.g.info
+        f = info.num_features
+        ydtype = np.float32 if info.task == "multilabel" else np.int64
+        yshape = (info.num_classes,) if info.task == "multilabel" else ()
+        entries = []
+        for written, c in enumerate(range(self.rank, self.k, self.size)):
+            if self.cfg.fail_after_shards >= 0 and self.rank == self.size - 1 \
+                    and written == self.cfg.fail_after_shards:
+                os.kill(os.getpid(), signal.SIGKILL)  # fault injection: a rank dies mid-write
+
+            def load(name, dtype, shape=(), rows=-1):
+                p = spill / f"nodes-{c}.{name}.bin"
+                a = np.fromfile(p, dtype=dtype) if p.exists() else np.zeros(0, dtype)
+                return a.reshape((rows,) + shape)  # explicit rows: F may be 0
+
+            ids = load("ids", np.int64)
+            rows = len(ids)
+            order = np.argsort(ids)
+            ids, x = ids[order], load("x", np.float32, (f,), rows)[order]
+            y, split = load("y", ydtype, yshape, rows)[order], load("split", np.uint8, (), rows)[order]
+            ep = spill / f"edges-{c}.bin"
+            m = ep.stat().st_size // 16 if ep.exists() else 0
+            attrs = {"chunk": c, "num_chunks": self.k, "num_nodes": self.n, "num_features": f,
+                     "num_classes": info.num_classes, "task": info.task, "method": self.cfg.method,
+                     "seed": self.cfg.seed}
+            path = tmp / shard_name(c)
+            w = ShardWriter(path, attrs, {"global_id": ids, "x": x, "y": y, "split": split}, m,
+                            compression=self.cfg.compression)
+            cut = 0
+            for src, dst in self.sorted_edge_batches(ep, ids, m, spill):
+                src_chunk = assign(src)
+                cut += int((src_chunk != c).sum())
+                w.append_edges(np.searchsorted(ids, dst), src, src_chunk)  # sorted queries: a merge
+            w.close()
+            for name in ("ids", "x", "y", "split"):
+                (spill / f"nodes-{c}.{name}.bin").unlink(missing_ok=True)
+            ep.unlink(missing_ok=True)
+            entries.append({"chunk": c, "file": path.name, "num_nodes": len(ids), "num_edges": m,
+                            "cut_edges": cut, "size": path.stat().st_size,
+                            "sha256": sha256_file(path)})
+        return entries
+
+    def sorted_edge_batches(self, ep: Path, ids: np.ndarray, m: int, spill: Path):
+        """Yield (src, dst) batches that together are the chunk's edges sorted by
+        (dst, src). In memory when they fit a quarter of the budget; otherwise
+        one pass buckets them by destination range into files (external sort)."""
+        if m == 0:
+            return
+        if m * 16 <= self.spill_limit:
+            yield sort_by_dst_src(np.fromfile(ep, dtype=np.int64).reshape(-1, 2), self.n)
+            return
+        buckets = -(-m * 16 // self.spill_limit) * 2  # x2: slack for degree skew
+        bounds = ids[np.linspace(0, len(ids), buckets + 1).astype(np.int64)[1:-1]]
+        files = [open(spill / f"bucket-{ep.stem}-{r}.bin", "wb") for r in range(buckets)]
+        try:
+            with open(ep, "rb") as f:
+                while len(block := np.fromfile(f, dtype=np.int64, count=2 * self.block_edges)):
+                    block = block.reshape(-1, 2)
+                    b = np.searchsorted(bounds, block[:, 1], side="right").astype(np.int32)
+                    order = np.argsort(b, kind="stable")
+                    block, b = block[order], b[order]
+                    starts = np.flatnonzero(np.diff(b, prepend=-1))
+                    for s0, s1 in zip(starts.tolist(), np.append(starts[1:], len(b)).tolist()):
+                        files[int(b[s0])].write(block[s0:s1].tobytes())
+        finally:
+            for fh in files:
+                fh.close()
+        ep.unlink()
+        for r in range(buckets):
+            p = spill / f"bucket-{ep.stem}-{r}.bin"
+            part = np.fromfile(p, dtype=np.int64).reshape(-1, 2)
+            p.unlink()
+            if len(part):
+                yield sort_by_dst_src(part, self.n)
+
+    # ------------------------------------------------------------ driver
+    def run(self) -> dict:
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        self.check_args()
+        out = Path(cfg.out)
+        tmp = out.parent / f".{out.name}.tmp-partition"
+        if self.rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            (tmp / "spill").mkdir(parents=True)
+            np.lib.format.open_memmap(tmp / "node_chunk.npy", "w+", np.int32, (self.n,)).flush()
+        self.comm.Barrier()
+        spill = tmp / "spill"
+        ok = False
+        try:
+            assign = self.assignment(tmp)
+            bar = tqdm(total=self.e, unit="edge", unit_scale=True, desc="route edges",
+                       disable=not cfg.progress or self.rank != 0)
+            self.route_edges(assign, spill, bar)
+            bar.close()
+            self.route_nodes(assign, spill, tmp / "node_chunk.npy")
+            self.comm.Barrier()  # all spills complete
+            entries = self.write_shards(assign, spill, tmp)
+            rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            gathered = self.comm.gather(entries, root=0)
+            rss_all = self.comm.gather(rss_mb, root=0)
+            manifest = None
+            if self.rank == 0:
+                chunks = sorted((e for part in gathered for e in part), key=lambda e: e["chunk"])
+                shutil.rmtree(spill)
+                info = self.g.info
+                files = [{"name": e["file"], "size": e["size"], "sha256": e["sha256"]} for e in chunks]
+                nc = tmp / "node_chunk.npy"
+                files.append({"name": nc.name, "size": nc.stat().st_size, "sha256": sha256_file(nc)})
+                manifest = {
+                    "schema": MANIFEST_SCHEMA, "shard_schema": "grappa-shard/1",
+                    "num_chunks": self.k, "num_nodes": self.n, "num_edges": sum(e["num_edges"] for e in chunks),
+                    "num_features": info.num_features, "num_classes": info.num_classes, "task": info.task,
+                    "method": cfg.method, "seed": cfg.seed, "super_nodes": cfg.super_nodes,
+                    "edge_cut_fraction": sum(e["cut_edges"] for e in chunks) / max(self.e, 1),
+                    "graph": {"name": info.name, "source": str(Path(cfg.data).resolve()),
+                              "provenance": info.provenance},
+                    "chunks": [{k: e[k] for k in ("chunk", "file", "num_nodes", "num_edges", "cut_edges")}
+                               for e in chunks],
+                    "files": files,
+                    "created_by": {"grappa": __version__, "ranks": self.size,
+                                   "memory_budget_mb": cfg.memory_budget_mb,
+                                   "peak_rss_mb_per_rank": [round(r, 1) for r in rss_all],
+                                   "wall_s": time.perf_counter() - t0},
+                }
+                if manifest["num_edges"] != self.e:
+                    raise RuntimeError(f"internal error: wrote {manifest['num_edges']} of {self.e} edges")
+                write_manifest(tmp, manifest)
+                if out.exists():
+                    shutil.rmtree(out)
+                os.replace(tmp, out)
+            ok = True
+            return self.comm.bcast(manifest, root=0)
+        finally:
+            if not ok and self.rank == 0:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+def partition(cfg: PartitionConfig, comm=None) -> dict:
+    """Run the partitioner on ``comm`` (default MPI.COMM_WORLD); returns the manifest."""
+    if comm is None:
+        from mpi4py import MPI
+
+        comm = MPI.COMM_WORLD
+    return _Job(cfg, comm).run()

@@ -1,0 +1,139 @@
+"""Shard schema ``grappa-shard/1``: one HDF5 file per chunk of nodes.
+
+Root attributes: schema, chunk, num_chunks, num_nodes (global), num_features,
+num_classes, task, method, seed.
+
+    nodes/global_id  int64[n]      sorted global ids of the chunk's nodes
+    nodes/x          float32[n, F]
+    nodes/y          int64[n] (or float32[n, C] multilabel)
+    nodes/split      uint8[n]       0 none, 1 train, 2 val, 3 test
+    nodes/in_degree  int64[n]       global in-degree (= edges stored below)
+    edges/dst_local  int64[m]       sorted; index into nodes/*
+    edges/src_global int64[m]
+    edges/src_chunk  int32[m]
+
+Every edge whose destination is in the chunk is stored, sorted by
+(dst_local, src_global), so a CSR by destination is one cumsum away.
+
+A dataset directory holds ``manifest.json``, ``chunk-XXXXX.h5`` for each chunk
+and ``node_chunk.npy`` (int32[N], node -> chunk).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from grappa.errors import InputError
+
+SCHEMA = "grappa-shard/1"
+MANIFEST_SCHEMA = "grappa-manifest/1"
+_H5_CHUNK_ROWS = 1 << 16
+
+
+def shard_name(c: int) -> str:
+    return f"chunk-{c:05d}.h5"
+
+
+def _dataset(group, name, data, compression):
+    rows = max(1, min(len(data), _H5_CHUNK_ROWS))
+    chunks = (rows,) + tuple(data.shape[1:]) if len(data) else None
+    if data.ndim == 2 and data.shape[1] == 0:
+        chunks = None
+    group.create_dataset(name, data=data, chunks=chunks, compression=compression)
+
+
+class ShardWriter:
+    """Write a shard incrementally: nodes first, then edges in (dst_local, src)
+    order batch by batch, then the in-degree accumulated from those edges."""
+
+    def __init__(self, path, attrs: dict, nodes: dict, num_edges: int, compression: str | None = None):
+        self.f = h5py.File(path, "w")
+        for k, v in attrs.items():
+            self.f.attrs[k] = v
+        self.f.attrs["schema"] = SCHEMA
+        g = self.f.create_group("nodes")
+        for k in ("global_id", "x", "y", "split"):
+            _dataset(g, k, nodes[k], compression)
+        self.n = len(nodes["global_id"])
+        self.in_degree = np.zeros(self.n, np.int64)
+        ge = self.f.create_group("edges")
+        rows = max(1, min(num_edges, _H5_CHUNK_ROWS)) if num_edges else None
+        self.edges = {k: ge.create_dataset(k, shape=(num_edges,), dtype=dt, chunks=(rows,) if rows else None,
+                                           compression=compression)
+                      for k, dt in (("dst_local", np.int64), ("src_global", np.int64), ("src_chunk", np.int32))}
+        self.pos, self.m = 0, num_edges
+        self._compression = compression
+
+    def append_edges(self, dst_local, src_global, src_chunk) -> None:
+        end = self.pos + len(dst_local)
+        self.edges["dst_local"][self.pos:end] = dst_local
+        self.edges["src_global"][self.pos:end] = src_global
+        self.edges["src_chunk"][self.pos:end] = src_chunk
+        self.in_degree += np.bincount(dst_local, minlength=self.n)
+        self.pos = end
+
+    def close(self) -> None:
+        if self.pos != self.m:
+            raise RuntimeError(f"shard got {self.pos} edges, expected {self.m}")
+        _dataset(self.f["nodes"], "in_degree", self.in_degree, self._compression)
+        self.f.close()
+
+
+def write_shard(path, attrs: dict, nodes: dict, edges: dict, compression: str | None = None) -> None:
+    """Write a whole in-memory shard (edges already sorted by dst_local)."""
+    w = ShardWriter(path, attrs, nodes, len(edges["dst_local"]), compression)
+    w.append_edges(edges["dst_local"], edges["src_global"], edges["src_chunk"])
+    w.close()
+
+
+def read_shard(path, with_features: bool = True) -> dict:
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            out = {"attrs": dict(f.attrs)}
+            for grp in ("nodes", "edges"):
+                for k, d in f[grp].items():
+                    if k == "x" and not with_features:
+                        continue
+                    out[f"{grp}/{k}"] = d[()]
+            return out
+    except (OSError, KeyError) as e:
+        raise InputError(path, f"cannot read shard ({e})", "re-run the partitioner") from e
+
+
+def sha256_file(path, block: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(block):
+            h.update(b)
+    return h.hexdigest()
+
+
+def load_manifest(directory) -> dict:
+    path = Path(directory) / "manifest.json"
+    if not path.is_file():
+        raise InputError(path, "missing manifest.json",
+                         "this is not a complete partitioned dataset; re-run the partitioner")
+    try:
+        m = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(path, f"not valid JSON ({e})") from e
+    if m.get("schema") != MANIFEST_SCHEMA:
+        raise InputError(path, f"field 'schema' is {m.get('schema')!r}, expected {MANIFEST_SCHEMA!r}")
+    return m
+
+
+def write_manifest(directory, manifest: dict) -> None:
+    path = Path(directory) / "manifest.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+__all__ = ["SCHEMA", "MANIFEST_SCHEMA", "shard_name", "ShardWriter", "write_shard", "read_shard", "sha256_file",
+           "load_manifest", "write_manifest"]

@@ -1,0 +1,91 @@
+"""grappa-validate: check a partitioned dataset completely.
+
+Manifest schema, every file's size and SHA-256, each shard's schema and
+ranges, node ids vs the node->chunk map, edge/degree consistency and totals.
+Any problem raises ``InputError`` naming the file.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from grappa.cli_util import reports_input_errors
+from grappa.errors import InputError
+from grappa.shards.format import SCHEMA, load_manifest, read_shard, sha256_file
+
+
+def validate_dataset(directory, check_checksums: bool = True) -> dict:
+    d = Path(directory)
+    m = load_manifest(d)
+    n, k = m["num_nodes"], m["num_chunks"]
+    if len(m["chunks"]) != k:
+        raise InputError(d / "manifest.json", f"lists {len(m['chunks'])} chunks, expected num_chunks={k}")
+    for entry in m["files"]:
+        p = d / entry["name"]
+        if not p.is_file():
+            raise InputError(p, "file listed in manifest.json is missing", "re-run the partitioner")
+        if p.stat().st_size != entry["size"]:
+            raise InputError(p, f"size {p.stat().st_size} differs from manifest ({entry['size']})",
+                             "the file is truncated or changed; re-run the partitioner")
+        if check_checksums and sha256_file(p) != entry["sha256"]:
+            raise InputError(p, "SHA-256 differs from manifest.json", "the file is corrupt; re-run the partitioner")
+    node_chunk = np.load(d / "node_chunk.npy", mmap_mode="r")
+    if node_chunk.shape != (n,):
+        raise InputError(d / "node_chunk.npy", f"has shape {node_chunk.shape}, expected ({n},)")
+    seen_nodes = seen_edges = 0
+    for c, entry in enumerate(m["chunks"]):
+        p = d / entry["file"]
+        s = read_shard(p, with_features=False)
+        a = s["attrs"]
+        if a.get("schema") != SCHEMA or int(a.get("chunk", -1)) != c:
+            raise InputError(p, f"attribute schema/chunk is {a.get('schema')!r}/{a.get('chunk')}, "
+                             f"expected {SCHEMA!r}/{c}")
+        gid, dl = s["nodes/global_id"], s["edges/dst_local"]
+        src, sch, deg = s["edges/src_global"], s["edges/src_chunk"], s["nodes/in_degree"]
+        nn, ne = len(gid), len(dl)
+        if nn != entry["num_nodes"] or ne != entry["num_edges"]:
+            raise InputError(p, f"holds {nn} nodes / {ne} edges, manifest says {entry['num_nodes']} / "
+                             f"{entry['num_edges']}")
+        if nn and (np.any(np.diff(gid) <= 0) or gid[0] < 0 or gid[-1] >= n):
+            raise InputError(p, "nodes/global_id is not sorted, unique and inside [0, N)")
+        if nn and np.any(node_chunk[gid] != c):
+            raise InputError(p, "nodes/global_id holds nodes that node_chunk.npy assigns to other chunks")
+        if ne and (dl.min() < 0 or dl.max() >= nn or np.any(np.diff(dl) < 0)):
+            raise InputError(p, "edges/dst_local out of range or not sorted")
+        if ne and (src.min() < 0 or src.max() >= n):
+            raise InputError(p, "edges/src_global out of range [0, N)")
+        if ne and np.any(node_chunk[src] != sch):
+            raise InputError(p, "edges/src_chunk disagrees with node_chunk.npy")
+        if not np.array_equal(np.bincount(dl, minlength=nn), deg):
+            raise InputError(p, "nodes/in_degree disagrees with the stored edges")
+        for key in ("nodes/y", "nodes/split"):
+            if len(s[key]) != nn:
+                raise InputError(p, f"{key} has {len(s[key])} rows, expected {nn}")
+        seen_nodes += nn
+        seen_edges += ne
+    if seen_nodes != n or seen_edges != m["num_edges"]:
+        raise InputError(d / "manifest.json", f"shards hold {seen_nodes} nodes / {seen_edges} edges, "
+                         f"manifest says {n} / {m['num_edges']}")
+    return m
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="grappa-validate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("directory", help="partitioned dataset (manifest.json + chunk-*.h5)")
+    p.add_argument("--no-checksums", action="store_true", help="skip SHA-256 (faster on huge datasets)")
+    return p
+
+
+@reports_input_errors
+def main(argv=None) -> None:
+    a = build_parser().parse_args(argv)
+    m = validate_dataset(a.directory, check_checksums=not a.no_checksums)
+    print(f"ok: {a.directory}: {m['num_chunks']} chunks, {m['num_nodes']} nodes, {m['num_edges']} edges "
+          f"({m['method']}, seed {m['seed']})")
+
+
+if __name__ == "__main__":
+    main()
