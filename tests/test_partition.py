@@ -7,7 +7,6 @@ import subprocess
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, run_mpi
 from grappa.errors import InputError
 from grappa.graph.generators import SBMConfig, generate_sbm

@@ -241,7 +241,7 @@ class _Job:
                     and written == self.cfg.fail_after_shards:
                 os.kill(os.getpid(), signal.SIGKILL)  # fault injection: a rank dies mid-write
 
-            def load(name, dtype, shape=(), rows=-1):
+            def load(name, dtype, shape=(), rows=-1, c=c):
                 p = spill / f"nodes-{c}.{name}.bin"
                 a = np.fromfile(p, dtype=dtype) if p.exists() else np.zeros(0, dtype)
                 return a.reshape((rows,) + shape)  # explicit rows: F may be 0
