@@ -48,3 +48,22 @@ def cora(cora_dir):
     from grappa.train.data import load_graph
 
     return load_graph(cora_dir)
+
+
+def _partitioned_cora(cora_dir, tmp_path_factory, k: int) -> Path:
+    out = tmp_path_factory.mktemp(f"k{k}") / f"cora-k{k}"
+    r = run_mpi(2, ROOT / "data_prep/partition.py", "--data", cora_dir, "--out", out, "--num-chunks", k,
+                "--no-progress")
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
+def cora_k8(cora_dir, tmp_path_factory) -> Path:
+    """Cora partitioned into 8 random chunks by 2 real MPI ranks."""
+    return _partitioned_cora(cora_dir, tmp_path_factory, 8)
+
+
+@pytest.fixture(scope="session")
+def cora_k16(cora_dir, tmp_path_factory) -> Path:
+    return _partitioned_cora(cora_dir, tmp_path_factory, 16)

@@ -36,6 +36,11 @@ class LayerwiseGNN(nn.Module):
         """Per-graph preprocessing shared by all layers; returns (edge_index, edge_weight)."""
         return edge_index, None
 
+    def prepare_global(self, edge_index, num_nodes, in_degree, num_targets):
+        """Like ``prepare`` for a subgraph whose first ``num_targets`` nodes have
+        *all* their in-edges present, given every node's global in-degree."""
+        return edge_index, None
+
     def layer(self, i: int, x, edge_index, edge_weight=None):
         if i == 0:
             x = F.dropout(x, self.input_dropout, self.training)
@@ -65,6 +70,12 @@ class GCN(LayerwiseGNN):
 
     def prepare(self, edge_index, num_nodes):
         return gcn_norm(edge_index, None, num_nodes, add_self_loops=True)
+
+    def prepare_global(self, edge_index, num_nodes, in_degree, num_targets):
+        loops = torch.arange(num_targets, dtype=edge_index.dtype)
+        ei = torch.cat([edge_index, torch.stack([loops, loops])], 1)
+        deg = in_degree.to(torch.float32) + 1.0  # + the self-loop, as gcn_norm counts it
+        return ei, deg[ei[0]].rsqrt() * deg[ei[1]].rsqrt()
 
     def _conv(self, i, x, edge_index, edge_weight):
         return self.convs[i](x, edge_index, edge_weight)

@@ -64,6 +64,10 @@ def sort_by_dst_src(pairs: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return pairs[order, 0], pairs[order, 1]
 
 
+def _peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 class PeerFailed(Exception):
     """Another rank reported bad input; this rank stops without a message of its own."""
 
@@ -78,11 +82,14 @@ class _Job:
         self.g = RawGraph(cfg.data).validate(check_values=False)
         self.n, self.e = self.g.info.num_nodes, self.g.info.num_edges
         self.k = cfg.num_chunks
-        budget = max(cfg.memory_budget_mb, 16) << 20
-        # ~ 200 bytes per edge in flight (block copy, routing, send and receive buffers)
-        self.block_edges = max(1 << 14, budget // 200)
-        row_bytes = 4 * max(self.g.info.num_features, 1) * 3 + 64
-        self.block_nodes = max(1 << 10, budget // row_bytes)
+        self.budget = budget = max(cfg.memory_budget_mb, 16) << 20
+        # ~ 400 bytes per edge in flight: block copy, the Feistel permutation's
+        # uint64 temporaries, sort order, send and receive buffers.
+        self.block_edges = max(1 << 14, budget // 400)
+        # Per node row in flight: id, chunk, label, split, sort order, each held
+        # about three times (block, send buffer, receive buffer) plus features.
+        row_bytes = 12 * self.g.info.num_features + 192
+        self.block_nodes = max(1 << 10, budget // 2 // row_bytes)
         self.spill_limit = budget // 4
 
     # ------------------------------------------------------------ helpers
@@ -260,10 +267,12 @@ class _Job:
             w = ShardWriter(path, attrs, {"global_id": ids, "x": x, "y": y, "split": split}, m,
                             compression=self.cfg.compression)
             cut = 0
-            for src, dst in self.sorted_edge_batches(ep, ids, m, spill):
-                src_chunk = assign(src)
-                cut += int((src_chunk != c).sum())
-                w.append_edges(np.searchsorted(ids, dst), src, src_chunk)  # sorted queries: a merge
+            for src_all, dst_all in self.sorted_edge_batches(ep, ids, m, spill):
+                for lo in range(0, len(src_all), self.block_edges):  # bound the temporaries
+                    src, dst = src_all[lo:lo + self.block_edges], dst_all[lo:lo + self.block_edges]
+                    src_chunk = assign(src)
+                    cut += int((src_chunk != c).sum())
+                    w.append_edges(np.searchsorted(ids, dst), src, src_chunk)  # sorted queries: a merge
             w.close()
             for name in ("ids", "x", "y", "split"):
                 (spill / f"nodes-{c}.{name}.bin").unlink(missing_ok=True)
@@ -275,14 +284,18 @@ class _Job:
 
     def sorted_edge_batches(self, ep: Path, ids: np.ndarray, m: int, spill: Path):
         """Yield (src, dst) batches that together are the chunk's edges sorted by
-        (dst, src). In memory when they fit a quarter of the budget; otherwise
-        one pass buckets them by destination range into files (external sort)."""
+        (dst, src). In memory when the sort's copies fit half the budget;
+        otherwise one pass buckets them by destination range into files and
+        each bucket is sorted alone (an external sort)."""
         if m == 0:
             return
-        if m * 16 <= self.spill_limit:
+        # The packed-key sort holds ~5 int64 copies of each edge (pairs, key,
+        # sorted key, src, dst): 80 bytes; keep that under half the budget.
+        sort_budget = self.budget // 2
+        if m * 80 <= sort_budget:
             yield sort_by_dst_src(np.fromfile(ep, dtype=np.int64).reshape(-1, 2), self.n)
             return
-        buckets = -(-m * 16 // self.spill_limit) * 2  # x2: slack for degree skew
+        buckets = -(-m * 80 // sort_budget) * 2  # x2: slack for degree skew between buckets
         bounds = ids[np.linspace(0, len(ids), buckets + 1).astype(np.int64)[1:-1]]
         files = [open(spill / f"bucket-{ep.stem}-{r}.bin", "wb") for r in range(buckets)]
         try:
@@ -326,12 +339,16 @@ class _Job:
             assign = self.assignment(tmp)
             bar = tqdm(total=self.e, unit="edge", unit_scale=True, desc="route edges",
                        disable=not cfg.progress or self.rank != 0)
+            phases = {"assignment": _peak_rss_mb()}
             self.route_edges(assign, spill, bar)
             bar.close()
+            phases["route_edges"] = _peak_rss_mb()
             self.route_nodes(assign, spill, tmp / "node_chunk.npy")
+            phases["route_nodes"] = _peak_rss_mb()
             self.comm.Barrier()  # all spills complete
             entries = self.write_shards(assign, spill, tmp)
-            rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            phases["write_shards"] = rss_mb = _peak_rss_mb()
+            phases_all = self.comm.gather(phases, root=0)
             gathered = self.comm.gather(entries, root=0)
             rss_all = self.comm.gather(rss_mb, root=0)
             manifest = None
@@ -356,6 +373,7 @@ class _Job:
                     "created_by": {"grappa": __version__, "ranks": self.size,
                                    "memory_budget_mb": cfg.memory_budget_mb,
                                    "peak_rss_mb_per_rank": [round(r, 1) for r in rss_all],
+                                   "peak_rss_mb_after_phase": phases_all,
                                    "wall_s": time.perf_counter() - t0},
                 }
                 if manifest["num_edges"] != self.e:

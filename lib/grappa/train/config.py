@@ -24,6 +24,14 @@ class TrainConfig:
     eval_batch_size: int = 1 << 16  # nodes per layer-wise inference batch
     seed: int = 0
     backend: str = "auto"
+    # grappa (distributed methods)
+    schedule: str = "sweep"  # sweep | shuffle | fixed
+    repartition_every: int = 50  # epochs per super-epoch; 0 = never
+    weighting: str = "shrinkage"  # uniform | coverage | shrinkage | node
+    shrinkage_lambda: float = 0.5
+    halo_hops: int = 0  # 1: read 1-hop halo features from shards at repartition time
+    resume: bool = False
+    checkpoint_keep: int = 3
     overwrite: bool = False
     progress: bool = True
 

@@ -37,19 +37,36 @@ class LoopState:
     best_state: dict | None = None
     epoch_times: list = field(default_factory=list)
     train_bytes: dict = field(default_factory=dict)
+    since_best: int = 0
 
 
 def run_epochs(cfg: TrainConfig, comm: Comm, model: torch.nn.Module,
                train_epoch: Callable[[int], float], evaluate: Callable[[], tuple[float, float]],
-               log: MetricsLog, state: LoopState | None = None) -> LoopState:
+               log: MetricsLog, state: LoopState | None = None,
+               checkpoint: Callable[[int, int, LoopState], None] | None = None,
+               is_boundary: Callable[[int], bool] | None = None,
+               stop_pending: Callable[[], bool] | None = None) -> LoopState:
+    """Run epochs from ``state.epoch``. ``checkpoint(epoch, step, state)`` is
+    called at every super-epoch boundary (before the repartition) and when a
+    method raises ``StopRequested``, which then propagates."""
+    from grappa.train.grappa_method import StopRequested
+
     st = state or LoopState()
     bar = tqdm(range(st.epoch, cfg.epochs), desc=f"{cfg.method}/{cfg.model}", unit="epoch",
                disable=not cfg.progress or comm.rank != 0, initial=st.epoch, total=cfg.epochs)
-    since_best = 0
+    first = st.epoch
     for epoch in bar:
+        if checkpoint and is_boundary and epoch != first and is_boundary(epoch):
+            checkpoint(epoch, 0, st)  # checkpoint barrier, then the method repartitions
         snap = comm.counter.snapshot()
         t0 = time.perf_counter()
-        loss = train_epoch(epoch)
+        try:
+            loss = train_epoch(epoch)
+        except StopRequested as stop:
+            st.epoch = stop.epoch
+            if checkpoint:
+                checkpoint(stop.epoch, stop.step, st)
+            raise
         dt = time.perf_counter() - t0
         st.epoch_times.append(dt)
         sent = {k: v for k, v in comm.counter.since(snap).items() if k.startswith("train")}
@@ -62,14 +79,18 @@ def run_epochs(cfg: TrainConfig, comm: Comm, model: torch.nn.Module,
             if val > st.best_val:
                 st.best_val, st.best_epoch, st.test_at_best = val, epoch, test
                 st.best_state = copy.deepcopy(model.state_dict())
-                since_best = 0
+                st.since_best = 0
             else:
-                since_best += cfg.eval_every
+                st.since_best += cfg.eval_every
             bar.set_postfix(loss=f"{loss:.4f}", val=f"{val:.4f}", best_test=f"{st.test_at_best:.4f}")
         if comm.rank == 0:
             log.log(row)
         st.epoch = epoch + 1
-        if cfg.patience and since_best >= cfg.patience:
+        if stop_pending and stop_pending():  # stop arrived on the epoch's last step
+            if checkpoint:
+                checkpoint(epoch + 1, 0, st)
+            raise StopRequested(epoch + 1, 0)
+        if cfg.patience and st.since_best >= cfg.patience:
             break
     bar.close()
     return st

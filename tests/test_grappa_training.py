@@ -1,0 +1,224 @@
+"""Grappa training under real mpirun: accuracy vs centralized, gradient-only
+bytes, backends agree, checkpoint/resume (also with another world size),
+SIGUSR1, a killed rank, and the Slurm job."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, mpi_env, run_mpi
+
+pytestmark = pytest.mark.mpi
+TRAIN = ["-m", "grappa.train"]
+
+
+def grappa(np_, data, out, *args, timeout=600):
+    r = run_mpi(np_, *TRAIN, "--method", "grappa", "--data", data, "--out", out, "--no-progress", *map(str, args),
+                timeout=timeout)
+    return r
+
+
+def result(out):
+    return json.loads((out / "result.json").read_text())
+
+
+def losses(out):
+    return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_gradient_only_bytes_equal_parameter_count(cora_k16, tmp_path):
+    out = tmp_path / "run"
+    r = grappa(4, cora_k16, out, "--epochs", 10, "--repartition-every", 5)
+    assert r.returncode == 0, r.stderr
+    res = result(out)
+    params = 1433 * 16 + 16 + 16 * 7 + 7  # GCN 2 layers, hidden 16
+    per_step = 2 * 3 / 4 * (params + 2) * 4  # ring allreduce of [w*grad, w, stop] float32
+    assert set(res["train_bytes_by_category"]) == {"train_grad"}  # no features, no activations
+    assert res["train_bytes_per_rank_per_epoch"] == pytest.approx(per_step, rel=1e-6)
+    assert res["eval_bytes_total"] > 0 and res["world_size"] == 4
+    for key in ("weighting", "schedule", "repartition_every", "num_chunks", "switch_time_s_total",
+                "train_time_s_total"):
+        assert key in res
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(set(row["bytes"]) == {"train_grad"} for row in rows)
+
+
+def test_backends_give_the_same_losses(cora_k16, tmp_path):
+    runs = {}
+    for backend in ("horovod", "gloo"):
+        out = tmp_path / backend
+        r = grappa(2, cora_k16, out, "--epochs", 8, "--repartition-every", 4, "--backend", backend)
+        assert r.returncode == 0, r.stderr
+        runs[backend] = losses(out)
+    np.testing.assert_allclose(runs["horovod"], runs["gloo"], atol=1e-5)
+
+
+def _params(out):
+    return torch.load(sorted((out / "checkpoints").glob("ckpt-*.pt"))[-1], weights_only=False)["model"]
+
+
+def test_resume_single_rank_is_bitwise(cora_k16, tmp_path):
+    ref = tmp_path / "ref"
+    assert grappa(1, cora_k16, ref, "--epochs", 12, "--repartition-every", 4).returncode == 0
+    part = tmp_path / "part"
+    assert grappa(1, cora_k16, part, "--epochs", 6, "--repartition-every", 4).returncode == 0
+    # continue the same run to 12 epochs from its checkpoint at epoch 6
+    r = grappa(1, cora_k16, part, "--epochs", 12, "--repartition-every", 4, "--resume")
+    assert r.returncode == 0, r.stderr
+    a, b = _params(ref), _params(part)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert result(ref)["final_model_sha256"] == result(part)["final_model_sha256"]
+
+
+def test_resume_p4_checkpoint_with_p2(cora_k16, tmp_path):
+    out = tmp_path / "run"
+    assert grappa(4, cora_k16, out, "--epochs", 6, "--repartition-every", 3).returncode == 0
+    r = grappa(2, cora_k16, out, "--epochs", 10, "--repartition-every", 3, "--resume")
+    assert r.returncode == 0, r.stderr
+    res = result(out)
+    assert res["world_size"] == 2
+    epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == list(range(10))  # 0-5 on 4 ranks, then 6-9 on 2 ranks: nothing repeated or lost
+    rows = losses(out)
+    assert rows[-1] < rows[0]
+
+
+def _launch(np_, *args):
+    cmd = ["mpirun", "-np", str(np_), "--oversubscribe", sys.executable, *TRAIN, *map(str, args)]
+    return subprocess.Popen(cmd, env=mpi_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def _wait_for_epochs(out, n, proc, timeout=120):
+    end = time.time() + timeout
+    while time.time() < end:
+        f = out / "metrics.jsonl"
+        if f.exists() and len(f.read_text().splitlines()) >= n:
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    raise TimeoutError
+
+
+def test_sigusr1_checkpoints_and_exits_for_requeue(cora_k16, tmp_path):
+    out = tmp_path / "run"
+    proc = _launch(2, "--method", "grappa", "--data", cora_k16, "--out", out, "--no-progress", "--epochs", 400,
+                   "--repartition-every", 1000)
+    _wait_for_epochs(out, 3, proc)
+    os.killpg(proc.pid, signal.SIGUSR1)  # what Slurm's --signal delivers to the ranks
+    t0 = time.time()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 99, err
+    assert time.time() - t0 < 30
+    ck = sorted((out / "checkpoints").glob("ckpt-*.pt"))
+    assert ck, "no checkpoint written"
+    done = len(losses(out))
+    state = torch.load(ck[-1], weights_only=False)
+    assert state["epoch"] in (done, done - 1) and state["epoch"] < 400  # within one step of the signal
+    r = grappa(2, cora_k16, out, "--epochs", state["epoch"] + 3, "--repartition-every", 1000, "--resume")
+    assert r.returncode == 0, r.stderr
+
+
+def test_killed_rank_fails_fast_then_resume_finishes(cora_k16, tmp_path):
+    out = tmp_path / "run"
+    proc = _launch(4, "--method", "grappa", "--data", cora_k16, "--out", out, "--no-progress", "--epochs", 30,
+                   "--repartition-every", 4)
+    _wait_for_epochs(out, 6, proc)  # past the first checkpoint (epoch 4), mid super-epoch
+    victim = subprocess.run(["pgrep", "-f", "-n", "grappa.train"], capture_output=True, text=True).stdout.split()
+    assert victim
+    os.kill(int(victim[0]), signal.SIGKILL)
+    t0 = time.time()
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0 and time.time() - t0 < 60  # no hang
+    r = grappa(4, cora_k16, out, "--epochs", 30, "--repartition-every", 4, "--resume")
+    assert r.returncode == 0, r.stderr
+    ref = tmp_path / "ref"
+    assert grappa(4, cora_k16, ref, "--epochs", 30, "--repartition-every", 4).returncode == 0
+    a, b = _params(ref), _params(out)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=0)
+
+
+def mean_test(np_, data, tmp_path, tag, seeds, *args):
+    accs = []
+    for s in seeds:
+        out = tmp_path / f"{tag}-{s}"
+        r = grappa(np_, data, out, "--seed", s, *args)
+        assert r.returncode == 0, r.stderr
+        accs.append(result(out)["test_metric"])
+    return float(np.mean(accs))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model,mode", [("gcn", "full"), ("sage", "full"), ("gcn", "mini"), ("sage", "mini")])
+def test_cora_k16_p4_close_to_centralized(cora_dir, cora_k16, tmp_path, model, mode):
+    from grappa.train.cli import run
+    from grappa.train.config import TrainConfig
+
+    common = ["--model", model, "--epochs", 200]
+    extra = ["--batch-size", 32, "--fanouts", 10, 10] if mode == "mini" else []
+    cen = np.mean([run(TrainConfig(data=str(cora_dir), out=str(tmp_path / f"c{s}"), model=model, epochs=200, seed=s,
+                                   batch_size=32 if mode == "mini" else 0, progress=False))["test_metric"]
+                   for s in range(3)])
+    full = mean_test(4, cora_k16, tmp_path, "grappa", range(3), *common, *extra, "--schedule", "shuffle",
+                     "--repartition-every", 5)
+    print(f"{model}/{mode}: centralized {cen:.4f} grappa {full:.4f}")
+    # The issue's acceptance is 2 points. Measured on Cora, K=16, P=4 (docs/BENCHMARKS.md):
+    # GCN 1.2-2.2 points behind, SAGE 3-4 points behind, so it is not met yet and
+    # these bounds are regression guards, not the acceptance claim.
+    assert full >= cen - (0.03 if model == "gcn" else 0.05)
+
+
+def test_sbatch_train_grappa(cora_dir, tmp_path):
+    if shutil.which("sbatch") is None or "SLURM_CONF" not in os.environ:
+        pytest.skip("local Slurm not started (run through hpc/run_tests.sh)")
+    from test_slurm_jobs import sbatch
+
+    out = tmp_path / "run"
+    state, log = sbatch("train_grappa.slurm", tmp_path, RAW=tmp_path / "cora", DATASET=tmp_path / "cora-k16",
+                        NUM_CHUNKS=16, OUT=out, EPOCHS=40, REPARTITION_EVERY=10)
+    assert state == "COMPLETED", log
+    res = result(out)
+    assert res["method"] == "grappa" and res["world_size"] == 4 and res["test_metric"] > 0.5
+
+
+def test_slurm_usr1_requeues_and_resumes(cora_dir, tmp_path):
+    """Slurm's --signal=B:USR1 (delivered here with scancel --batch): the job
+    checkpoints, requeues itself, and the requeued run resumes and completes."""
+    if shutil.which("sbatch") is None or "SLURM_CONF" not in os.environ:
+        pytest.skip("local Slurm not started (run through hpc/run_tests.sh)")
+    from test_slurm_jobs import wait_for
+
+    out = tmp_path / "run"
+    exports = ",".join(["ALL", f"GRAPPA_ROOT={ROOT}", f"RAW={tmp_path / 'cora'}", f"DATASET={tmp_path / 'k16'}",
+                        "NUM_CHUNKS=16", f"OUT={out}", "EPOCHS=150", "REPARTITION_EVERY=1000", "RANKS=2"])
+    r = subprocess.run(["sbatch", "--parsable", "--ntasks=2", f"--export={exports}", "--open-mode=append",
+                        f"--output={tmp_path}/job.out", str(ROOT / "jobs/train_grappa.slurm")],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    job = r.stdout.strip().split(";")[0]
+    end = time.time() + 300
+    while not ((out / "metrics.jsonl").exists() and len((out / "metrics.jsonl").read_text().splitlines()) >= 5):
+        assert time.time() < end, (tmp_path / "job.out").read_text()
+        time.sleep(0.2)
+    subprocess.run(["scancel", "--batch", "--signal=USR1", job], check=True)
+    while "Restarts=1" not in (info := subprocess.run(["scontrol", "show", "job", job], capture_output=True,
+                                                       text=True).stdout):
+        assert time.time() < end, info + (tmp_path / "job.out").read_text()
+        time.sleep(0.2)
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], capture_output=True)
+    assert wait_for(job) == "COMPLETED", (tmp_path / "job.out").read_text()
+    log = (tmp_path / "job.out").read_text()
+    assert "checkpointed; requeueing" in log
+    res = result(out)
+    epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert res["epochs_run"] == 150 and epochs == list(range(150))  # resumed, nothing lost or repeated
