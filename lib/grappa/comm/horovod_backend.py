@@ -10,6 +10,11 @@ class HorovodComm(Comm):
     name = "horovod"
 
     def __init__(self):
+        import os
+
+        # grappa's collectives vary in shape (eval exchanges), which only churns
+        # Horovod's response cache and floods the log with eviction warnings.
+        os.environ.setdefault("HOROVOD_CACHE_CAPACITY", "0")
         import horovod.torch as hvd
 
         hvd.init()

@@ -50,10 +50,18 @@ class DistributedEvaluator:
         self.edge_index = torch.from_numpy(np.stack([src, local.full_dst_local]))
         self.in_degree = torch.from_numpy(np.concatenate([local.global_in_degree[:n], deg_rows.numpy()]))
         self.x = local.x[:n]
+        self._x_full = None
 
     def fetch(self, h_own: torch.Tensor) -> torch.Tensor:
         rows, _ = self.comm.alltoallv(h_own[self.send_idx], self.send_splits, "eval")
         return torch.cat([h_own, rows])
+
+    def input_rows(self) -> torch.Tensor:
+        """Layer-0 input: the features never change within a super-epoch, so
+        the remote rows are fetched once, not at every evaluation."""
+        if self._x_full is None:
+            self._x_full = self.fetch(self.x)
+        return self._x_full
 
     @torch.no_grad()
     def logits(self, model) -> torch.Tensor:
@@ -61,7 +69,7 @@ class DistributedEvaluator:
         if not isinstance(model, LayerwiseGNN):
             raise TypeError("distributed evaluation needs a LayerwiseGNN (layer(i, x, edge_index, w))")
         ei, w = model.prepare_global(self.edge_index, self.n + len(self.halo_gid), self.in_degree, self.n)
-        h = self.x
-        for i in range(model.num_layers):
+        h = model.layer(0, self.input_rows(), ei, w)[: self.n]
+        for i in range(1, model.num_layers):
             h = model.layer(i, self.fetch(h), ei, w)[: self.n]
         return h
