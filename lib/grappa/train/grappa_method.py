@@ -15,23 +15,16 @@ import time
 import numpy as np
 import torch
 
-from grappa.comm import MAX, Comm
+from grappa.comm import Comm
 from grappa.graph.raw import SPLIT_TEST, SPLIT_TRAIN, SPLIT_VAL
 from grappa.partition.schedule import chunk_sets
 from grappa.sampling import NeighborSampler
 from grappa.shards.assemble import load_chunk_set
 from grappa.train.distributed_eval import DistributedEvaluator
 from grappa.train.evaluate import compute_metric, loss_fn
+from grappa.train.loop import StopRequested
 
 WEIGHTINGS = ("uniform", "coverage", "shrinkage", "node")
-
-
-class StopRequested(Exception):
-    """A rank got SIGUSR1/SIGTERM: every rank stops after the same step."""
-
-    def __init__(self, epoch: int, step: int):
-        super().__init__(f"stop requested at epoch {epoch}, step {step}")
-        self.epoch, self.step = epoch, step
 
 
 def _seed(*parts: int) -> int:
@@ -191,4 +184,4 @@ class GrappaMethod:
         return float(tot[0] / max(tot[1], 1)), float(tot[2] / max(tot[3], 1))
 
 
-__all__ = ["GrappaMethod", "StopRequested", "WEIGHTINGS", "MAX"]
+__all__ = ["GrappaMethod", "StopRequested", "WEIGHTINGS"]

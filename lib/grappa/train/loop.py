@@ -28,6 +28,14 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+class StopRequested(Exception):
+    """A rank got SIGUSR1/SIGTERM: every rank stops after the same step."""
+
+    def __init__(self, epoch: int, step: int):
+        super().__init__(f"stop requested at epoch {epoch}, step {step}")
+        self.epoch, self.step = epoch, step
+
+
 @dataclass
 class LoopState:
     epoch: int = 0
@@ -49,8 +57,6 @@ def run_epochs(cfg: TrainConfig, comm: Comm, model: torch.nn.Module,
     """Run epochs from ``state.epoch``. ``checkpoint(epoch, step, state)`` is
     called at every super-epoch boundary (before the repartition) and when a
     method raises ``StopRequested``, which then propagates."""
-    from grappa.train.grappa_method import StopRequested
-
     st = state or LoopState()
     bar = tqdm(range(st.epoch, cfg.epochs), desc=f"{cfg.method}/{cfg.model}", unit="epoch",
                disable=not cfg.progress or comm.rank != 0, initial=st.epoch, total=cfg.epochs)
