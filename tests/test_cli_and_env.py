@@ -4,12 +4,15 @@ from __future__ import annotations
 import configparser
 import re
 import subprocess
+import sys
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, mpi_env, run_cli
 
 MODULES = ["grappa.train", "grappa.graph.importers_cli", "grappa.graph.generators_cli"]
 SCRIPTS = ["hpc/setup_env.sh"]
+PY_SCRIPTS = ["data_prep/import_dataset.py", "data_prep/generate_graph.py", "data_prep/partition.py",
+              "bench/compare.py", "bench/run_seeds.py", "bench/bench_partition.py", "bench/bench_generators.py"]
 
 
 @pytest.mark.parametrize("module", MODULES)
@@ -22,6 +25,13 @@ def test_help(module):
 def test_script_help(script):
     r = subprocess.run(["bash", str(ROOT / script), "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "Install" in r.stdout
+
+
+@pytest.mark.parametrize("script", PY_SCRIPTS)
+def test_python_script_help(script):
+    r = subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True, text=True,
+                       env=mpi_env())
+    assert r.returncode == 0 and "usage:" in r.stdout, r.stderr
 
 
 def _norm(req: str) -> tuple[str, str]:

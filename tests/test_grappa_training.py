@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import mpi_env, run_mpi
+from conftest import ROOT, mpi_env, run_mpi
 
 pytestmark = pytest.mark.mpi
 TRAIN = ["-m", "grappa.train"]
@@ -148,34 +148,30 @@ def test_killed_rank_fails_fast_then_resume_finishes(cora_k16, tmp_path):
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=0)
 
 
-def mean_test(np_, data, tmp_path, tag, seeds, *args):
-    accs = []
-    for s in seeds:
-        out = tmp_path / f"{tag}-{s}"
-        r = grappa(np_, data, out, "--seed", s, *args)
-        assert r.returncode == 0, r.stderr
-        accs.append(result(out)["test_metric"])
-    return float(np.mean(accs))
+# Grappa's settings per case, as measured in docs/BENCHMARKS.md: node-level
+# coverage weights throughout; 1-hop halo features except for GCN mini-batch
+# (sampled GCN blocks normalise halo nodes by their empty sampled in-degree).
+ACCURACY_CASES = {("gcn", "full"): ["--halo-hops", 1], ("sage", "full"): ["--halo-hops", 1],
+                  ("gcn", "mini"): ["--halo-hops", 0], ("sage", "mini"): ["--halo-hops", 1]}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model,mode", [("gcn", "full"), ("sage", "full"), ("gcn", "mini"), ("sage", "mini")])
-def test_cora_k16_p4_close_to_centralized(cora_dir, cora_k16, tmp_path, model, mode):
-    from grappa.train.cli import run
-    from grappa.train.config import TrainConfig
-
-    common = ["--model", model, "--epochs", 200]
-    extra = ["--batch-size", 32, "--fanouts", 10, 10] if mode == "mini" else []
-    cen = np.mean([run(TrainConfig(data=str(cora_dir), out=str(tmp_path / f"c{s}"), model=model, epochs=200, seed=s,
-                                   batch_size=32 if mode == "mini" else 0, progress=False))["test_metric"]
-                   for s in range(3)])
-    full = mean_test(4, cora_k16, tmp_path, "grappa", range(3), *common, *extra, "--schedule", "shuffle",
-                     "--repartition-every", 5)
-    print(f"{model}/{mode}: centralized {cen:.4f} grappa {full:.4f}")
-    # The acceptance is 2 points. Measured on Cora, K=16, P=4 (docs/BENCHMARKS.md):
-    # GCN 1.2-2.2 points behind, SAGE 3-4 points behind, so it is not met yet and
-    # these bounds are regression guards, not the acceptance claim.
-    assert full >= cen - (0.03 if model == "gcn" else 0.05)
+@pytest.mark.parametrize("model,mode", list(ACCURACY_CASES))
+def test_cora_k16_p4_within_two_points_of_centralized(cora_dir, cora_k16, tmp_path, model, mode):
+    common = ["--model", model, "--epochs", 200, "--eval-every", 5, "--no-progress"]
+    if mode == "mini":
+        common += ["--batch-size", 32, "--fanouts", 10, 10]
+    means = {}
+    for method, data, ranks, flags in (("centralized", cora_dir, 1, []),
+                                       ("grappa", cora_k16, 4, ["--schedule", "shuffle", "--repartition-every", 5,
+                                                                "--weighting", "node", *ACCURACY_CASES[model, mode]])):
+        out = tmp_path / method
+        r = run_mpi(ranks, ROOT / "bench/run_seeds.py", "--out", out, "--seeds", 0, 1, 2, "--",
+                    "--method", method, "--data", data, *common, *flags, timeout=900)
+        assert r.returncode == 0, r.stderr
+        means[method] = float(np.mean([result(out / f"seed-{s}")["test_metric"] for s in range(3)]))
+    print(f"{model}/{mode}: {means}")
+    assert means["grappa"] >= means["centralized"] - 0.02  # the acceptance: within 2 points
 
 
 def test_sbatch_train_grappa(cora_dir, tmp_path):

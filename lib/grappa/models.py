@@ -7,6 +7,8 @@ L-hop neighbourhoods do not fit in memory at once.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -17,6 +19,17 @@ from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from grappa.graph.csr import CSR
 
 MODELS = ("gcn", "sage", "gat", "gin", "mlp")
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Same distribution as ``F.dropout``, about 3x faster on CPU: one
+    ``torch.rand`` beats ``bernoulli_``, and input dropout over wide feature
+    matrices dominated small-graph epochs."""
+    if not training or p == 0.0:
+        return x
+    if p >= 1.0:
+        return torch.zeros_like(x)
+    return x * (torch.rand_like(x) >= p).to(x.dtype) * (1.0 / (1.0 - p))
 
 
 class LayerwiseGNN(nn.Module):
@@ -41,26 +54,63 @@ class LayerwiseGNN(nn.Module):
         *all* their in-edges present, given every node's global in-degree."""
         return edge_index, None
 
+    def input(self, x):
+        """What happens to the features before layer 0 (input dropout)."""
+        return dropout(x, self.input_dropout, self.training)
+
+    def adjacency(self, edge_index, edge_weight, num_nodes):
+        """The structure the layers propagate over; models whose convs take a
+        sparse adjacency override this with ``sparse_adjacency`` (faster)."""
+        return edge_index, edge_weight
+
+    def graph(self, edge_index, num_nodes):
+        """``prepare`` + ``adjacency``: build once, pass to every forward as
+        ``model(x, *graph)`` when the graph does not change between steps."""
+        return self.adjacency(*self.prepare(edge_index, num_nodes), num_nodes)
+
+    def graph_global(self, edge_index, num_nodes, in_degree, num_targets):
+        return self.adjacency(*self.prepare_global(edge_index, num_nodes, in_degree, num_targets), num_nodes)
+
     def layer(self, i: int, x, edge_index, edge_weight=None):
-        if i == 0:
-            x = F.dropout(x, self.input_dropout, self.training)
         x = self._conv(i, x, edge_index, edge_weight)
         if i < self.num_layers - 1:
-            x = F.dropout(F.relu(x), self.dropout, self.training)
+            x = dropout(F.relu(x), self.dropout, self.training)
         return x
 
     def _conv(self, i, x, edge_index, edge_weight):
         return self.convs[i](x, edge_index)
 
     def forward(self, x, edge_index, edge_weight=None):
-        if edge_weight is None:
-            edge_index, edge_weight = self.prepare(edge_index, x.size(0))
+        if edge_weight is None and edge_index.layout == torch.strided:  # not prepared yet
+            edge_index, edge_weight = self.graph(edge_index, x.size(0))
+        x = self.input(x)
         for i in range(self.num_layers):
             x = self.layer(i, x, edge_index, edge_weight)
         return x
 
 
-class GCN(LayerwiseGNN):
+def sparse_adjacency(edge_index, edge_weight, num_nodes):
+    """(adj_t, None) with adj_t a sparse CSR matrix, row = destination: PyG
+    convs then aggregate with one SpMM, several times faster on CPU than
+    scatter over ``edge_index``. Duplicate edges stay separate entries (not
+    merged), so mean aggregation over a multigraph is unchanged."""
+    src, dst = edge_index
+    order = torch.argsort(src, stable=True)
+    order = order[torch.argsort(dst[order], stable=True)]  # by destination, then source
+    crow = torch.zeros(num_nodes + 1, dtype=torch.int64)
+    crow[1:] = torch.cumsum(torch.bincount(dst, minlength=num_nodes), 0)
+    w = edge_weight[order] if edge_weight is not None else torch.ones(len(order))
+    with warnings.catch_warnings():  # "sparse CSR support is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, src[order], w, (num_nodes, num_nodes)), None
+
+
+class SparseAdjacencyMixin:
+    def adjacency(self, edge_index, edge_weight, num_nodes):
+        return sparse_adjacency(edge_index, edge_weight, num_nodes)
+
+
+class GCN(SparseAdjacencyMixin, LayerwiseGNN):
     """GCN (Kipf & Welling). Normalisation D^-1/2 (A+I) D^-1/2 is computed once
     per graph in ``prepare`` so layer-wise inference can reuse global degrees."""
 
@@ -72,16 +122,20 @@ class GCN(LayerwiseGNN):
         return gcn_norm(edge_index, None, num_nodes, add_self_loops=True)
 
     def prepare_global(self, edge_index, num_nodes, in_degree, num_targets):
-        loops = torch.arange(num_targets, dtype=edge_index.dtype)
+        loops = torch.arange(num_nodes, dtype=edge_index.dtype)
         ei = torch.cat([edge_index, torch.stack([loops, loops])], 1)
         deg = in_degree.to(torch.float32) + 1.0  # + the self-loop, as gcn_norm counts it
-        return ei, deg[ei[0]].rsqrt() * deg[ei[1]].rsqrt()
+        w = deg[ei[0]].rsqrt() * deg[ei[1]].rsqrt()
+        # Non-targets lack their in-edges: a weight-1 self-loop keeps their own
+        # row as the estimate of their output (never read for exact outputs).
+        w[edge_index.size(1) + num_targets:] = 1.0
+        return ei, w
 
     def _conv(self, i, x, edge_index, edge_weight):
         return self.convs[i](x, edge_index, edge_weight)
 
 
-class SAGE(LayerwiseGNN):
+class SAGE(SparseAdjacencyMixin, LayerwiseGNN):
     def __init__(self, in_dim, hidden, out_dim, num_layers=2, dropout=0.5):
         dims = [in_dim] + [hidden] * (num_layers - 1) + [out_dim]
         super().__init__([SAGEConv(dims[i], dims[i + 1]) for i in range(num_layers)], dropout)
@@ -101,7 +155,7 @@ class GAT(LayerwiseGNN):
         super().__init__(convs, dropout)
 
 
-class GIN(LayerwiseGNN):
+class GIN(SparseAdjacencyMixin, LayerwiseGNN):
     def __init__(self, in_dim, hidden, out_dim, num_layers=2, dropout=0.5):
         dims = [in_dim] + [hidden] * (num_layers - 1) + [out_dim]
 
@@ -120,6 +174,12 @@ class MLP(LayerwiseGNN):
 
     def _conv(self, i, x, edge_index, edge_weight):
         return self.convs[i](x)
+
+
+def graph_args(model: nn.Module, edge_index: torch.Tensor, num_nodes: int) -> tuple:
+    """What to pass after ``x`` to ``model`` for repeated forwards over one
+    graph: the prepared structure for built-in models, ``edge_index`` for others."""
+    return model.graph(edge_index, num_nodes) if isinstance(model, LayerwiseGNN) else (edge_index,)
 
 
 def build_model(name: str, in_dim: int, hidden: int, out_dim: int, num_layers: int = 2,

@@ -6,19 +6,20 @@ import numpy as np
 import torch
 
 from grappa.comm import Comm
-from grappa.models import LayerwiseGNN, layerwise_inference
+from grappa.models import LayerwiseGNN, graph_args, layerwise_inference
 from grappa.sampling import NeighborSampler
 from grappa.train.data import GraphData
 from grappa.train.evaluate import compute_metric, loss_fn
 
 
-def full_graph_logits(model, data: GraphData, eval_batch_size: int) -> torch.Tensor:
-    """Eval-mode outputs for every node: one forward when it fits, else layer-wise."""
+def full_graph_logits(model, data: GraphData, eval_batch_size: int, graph: tuple | None = None) -> torch.Tensor:
+    """Eval-mode outputs for every node: one forward when it fits, else layer-wise.
+    ``graph``: the prepared structure (``graph_args``) if the caller has it."""
     model.eval()
     with torch.no_grad():
         if isinstance(model, LayerwiseGNN) and data.num_nodes > eval_batch_size:
             return layerwise_inference(model, data.x, data.csr, eval_batch_size)
-        return model(data.x, data.edge_index)
+        return model(data.x, *(graph or (data.edge_index,)))
 
 
 class CentralizedMethod:
@@ -30,12 +31,13 @@ class CentralizedMethod:
         self.train_idx = torch.from_numpy(data.train_idx)
         self.rng = np.random.default_rng(cfg.seed)
         self.sampler = NeighborSampler(data.csr, cfg.fanouts[: cfg.layers], cfg.seed) if cfg.batch_size else None
+        self.graph = graph_args(model, data.edge_index, data.num_nodes)  # built once, used every epoch
 
     def train_epoch(self, epoch: int) -> float:
         self.model.train()
         if not self.cfg.batch_size:
             self.opt.zero_grad()
-            out = self.model(self.data.x, self.data.edge_index)
+            out = self.model(self.data.x, *self.graph)
             loss = loss_fn(self.task, out[self.train_idx], self.data.y[self.train_idx])
             loss.backward()
             self.opt.step()
@@ -54,7 +56,7 @@ class CentralizedMethod:
         return float(np.mean(losses))
 
     def evaluate(self) -> tuple[float, float]:
-        logits = full_graph_logits(self.model, self.data, self.cfg.eval_batch_size)
+        logits = full_graph_logits(self.model, self.data, self.cfg.eval_batch_size, self.graph)
         v, t = self.data.val_idx, self.data.test_idx
         return (compute_metric(self.task, logits[v], self.data.y[v]),
                 compute_metric(self.task, logits[t], self.data.y[t]))

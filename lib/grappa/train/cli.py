@@ -5,7 +5,9 @@
     mpirun -np 4 grappa-train --method grappa --data data/cora-k16 --out runs/cora-grappa
 
 --method centralized reads a raw graph (grappa-import / grappa-generate);
---method grappa reads a partitioned dataset (data_prep/partition.py).
+--method grappa reads a partitioned dataset (data_prep/partition.py);
+--method halo (exact distributed full-graph training with halo exchange,
+the reference) reads one partitioned with --method metis --num-chunks P.
 A grappa run checkpoints at every super-epoch boundary into OUT/checkpoints;
 --resume continues from the latest one (any number of ranks). SIGUSR1 or
 SIGTERM makes every rank checkpoint after the current step and exit with
@@ -28,7 +30,7 @@ import torch
 from grappa.atomic import prepare_output_dir
 from grappa.checkpoint import load_latest, save_checkpoint
 from grappa.cli_util import reports_input_errors
-from grappa.comm import BACKENDS, make_comm
+from grappa.comm import BACKENDS, ByteCounter, Comm, make_comm
 from grappa.comm.base import env_rank_size, threads_per_rank
 from grappa.errors import InputError
 from grappa.models import MODELS, build_model
@@ -38,10 +40,11 @@ from grappa.train.config import TrainConfig
 from grappa.train.data import load_graph
 from grappa.train.evaluate import metric_name
 from grappa.train.grappa_method import WEIGHTINGS, GrappaMethod, StopRequested
-from grappa.train.loop import LoopState, build_result, run_epochs, write_result
+from grappa.train.halo_method import HaloMethod
+from grappa.train.loop import LoopState, build_result, reset_peak_rss, run_epochs, write_result
 from grappa.train.metrics_log import MetricsLog
 
-METHODS = ("centralized", "grappa")
+METHODS = ("centralized", "grappa", "halo")
 REQUEUE_EXIT = 99
 
 
@@ -89,18 +92,27 @@ def config_from_args(a) -> TrainConfig:
     cfg.progress = not a.no_progress
     if cfg.layers < 1 or cfg.epochs < 1:
         raise InputError("--layers/--epochs", "must be at least 1")
+    if cfg.method == "halo" and cfg.batch_size:
+        raise InputError("--batch-size", "--method halo is full-graph training", "use --batch-size 0")
     if cfg.batch_size and len(cfg.fanouts) < cfg.layers:
         raise InputError("--fanouts", f"needs one fan-out per layer ({cfg.layers}), got {cfg.fanouts}")
     return cfg
 
 
-def run(cfg: TrainConfig) -> dict:
-    if cfg.method == "grappa":
-        return run_grappa(cfg)
+def run(cfg: TrainConfig, comm: Comm | None = None) -> dict:
+    """Train as ``cfg`` says and return the result record. ``comm``: reuse an
+    open communicator (several runs in one launch, as the benchmark does); it
+    is left open and its byte counters restart from zero."""
+    if comm is not None:
+        comm.counter = ByteCounter()
+        reset_peak_rss()
+    if cfg.method in ("grappa", "halo"):
+        return run_distributed(cfg, comm)
     t_start = time.perf_counter()
     data = load_graph(cfg.data)  # validates before anything is written
     out = prepare_output_dir(cfg.out, cfg.overwrite)
-    comm = make_comm(cfg.backend)
+    own_comm = comm is None
+    comm = comm or make_comm(cfg.backend)
     torch.set_num_threads(threads_per_rank())
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -121,7 +133,8 @@ def run(cfg: TrainConfig) -> dict:
     result = build_result(cfg, comm, st, info.name, metric_name(info.task), time.perf_counter() - t_start)
     if comm.rank == 0:
         write_result(out, result)
-    comm.shutdown()
+    if own_comm:
+        comm.shutdown()
     return result
 
 
@@ -140,15 +153,16 @@ def _agree_on_input(comm, fn):
         raise SystemExit(2)
 
 
-def run_grappa(cfg: TrainConfig) -> dict:
-    """Gradient-only training on a partitioned dataset, under mpirun/srun."""
+def run_distributed(cfg: TrainConfig, comm: Comm | None = None) -> dict:
+    """Grappa or halo-exchange training on a partitioned dataset, under mpirun/srun."""
     import signal
 
     from grappa.shards.format import load_manifest
     from grappa.shards.validate import validate_dataset
 
     t_start = time.perf_counter()
-    comm = make_comm(cfg.backend)
+    own_comm = comm is None
+    comm = comm or make_comm(cfg.backend)
     out = Path(cfg.out)
     ckpt_dir = out / "checkpoints"
 
@@ -173,7 +187,8 @@ def run_grappa(cfg: TrainConfig) -> dict:
 
     signal.signal(signal.SIGUSR1, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    method = GrappaMethod(cfg, comm, cfg.data, manifest, model, opt, stop_flag=lambda: stop["flag"])
+    method_cls = GrappaMethod if cfg.method == "grappa" else HaloMethod
+    method = method_cls(cfg, comm, cfg.data, manifest, model, opt, stop_flag=lambda: stop["flag"])
     state = LoopState()
     if cfg.resume:
         ck = load_latest(ckpt_dir)
@@ -202,21 +217,29 @@ def run_grappa(cfg: TrainConfig) -> dict:
                         stop_pending=lambda: method.stop_pending)
     except StopRequested:
         log.close()
-        comm.shutdown()
+        if own_comm:
+            comm.shutdown()
         raise SystemExit(REQUEUE_EXIT) from None
     log.close()
     checkpoint(cfg.epochs, 0, st)  # the final state, so --resume after the end is a no-op
+    extra = {}
+    if cfg.method == "grappa":
+        extra = dict(weighting=cfg.weighting, schedule=cfg.schedule, repartition_every=cfg.repartition_every,
+                     switch_time_s_total=sum(method.switch_times))
+    else:
+        rows = comm.allreduce(torch.tensor([float(method.plan.rows_sent)], dtype=torch.float64), category="control")
+        extra = dict(halo_rows_sent_per_layer_mean=float(rows[0]) / comm.size)
     result = build_result(cfg, comm, st, manifest["graph"]["name"], metric_name(manifest["task"]),
-                          time.perf_counter() - t_start,
-                          weighting=cfg.weighting, schedule=cfg.schedule, repartition_every=cfg.repartition_every,
-                          num_chunks=manifest["num_chunks"], switch_time_s_total=sum(method.switch_times),
+                          time.perf_counter() - t_start, num_chunks=manifest["num_chunks"],
+                          partition_method=manifest["method"], **extra,
                           bytes_total_by_category=dict(comm.counter.bytes),
                           final_model_sha256=_state_digest(model))
     if comm.rank == 0:
         write_result(out, result)
         if st.best_state is not None:
             torch.save(st.best_state, out / "best_model.pt")
-    comm.shutdown()
+    if own_comm:
+        comm.shutdown()
     return result
 
 

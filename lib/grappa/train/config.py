@@ -27,7 +27,7 @@ class TrainConfig:
     # grappa (distributed methods)
     schedule: str = "sweep"  # sweep | shuffle | fixed
     repartition_every: int = 50  # epochs per super-epoch; 0 = never
-    weighting: str = "shrinkage"  # uniform | coverage | shrinkage | node
+    weighting: str = "node"  # uniform | coverage | shrinkage | node (node measured best: docs/BENCHMARKS.md)
     shrinkage_lambda: float = 0.5
     halo_hops: int = 0  # 1: read 1-hop halo features from shards at repartition time
     resume: bool = False

@@ -9,12 +9,15 @@ def metric_name(task: str) -> str:
     return "roc_auc" if task == "multilabel" else "accuracy"
 
 
-def loss_fn(task: str, logits, y, weight=None):
-    """Mean loss; ``weight`` (per node) turns it into a weighted mean."""
+def loss_fn(task: str, logits, y, weight=None, reduction: str = "mean"):
+    """Mean loss; ``weight`` (per node) turns it into a weighted mean;
+    ``reduction="sum"`` gives the plain sum over nodes (distributed exact means)."""
     if task == "multilabel":
         per = F.binary_cross_entropy_with_logits(logits, y, reduction="none").mean(1)
     else:
         per = F.cross_entropy(logits, y, reduction="none")
+    if reduction == "sum":
+        return per.sum()
     if weight is None:
         return per.mean()
     return (per * weight).sum() / weight.sum().clamp_min(1e-12)

@@ -16,12 +16,14 @@ import numpy as np
 import torch
 
 from grappa.comm import Comm
-from grappa.graph.raw import SPLIT_TEST, SPLIT_TRAIN, SPLIT_VAL
-from grappa.partition.schedule import chunk_sets
+from grappa.graph.raw import SPLIT_TRAIN
+from grappa.models import LayerwiseGNN, graph_args
+from grappa.partition.schedule import chunk_sets, owner_of_chunks
 from grappa.sampling import NeighborSampler
 from grappa.shards.assemble import load_chunk_set
 from grappa.train.distributed_eval import DistributedEvaluator
-from grappa.train.evaluate import compute_metric, loss_fn
+from grappa.train.evaluate import loss_fn
+from grappa.train.halo_exchange import HaloPlan
 from grappa.train.loop import StopRequested
 
 WEIGHTINGS = ("uniform", "coverage", "shrinkage", "node")
@@ -74,6 +76,13 @@ class GrappaMethod:
         self.steps = 1 if not bs else int(self.comm.allreduce_object_max(-(-len(self.train_nodes) // bs)))
         self.steps = max(self.steps, 1)
         self.sampler = NeighborSampler(lg.csr, self.cfg.fanouts[: self.cfg.layers], 0) if bs else None
+        self.graph = None
+        if not bs and self.cfg.halo_hops and isinstance(self.model, LayerwiseGNN):
+            # Owned nodes have all their in-edges: normalise with the true (global) degrees.
+            self.graph = self.model.graph_global(lg.edge_index, len(lg.global_id),
+                                                 torch.from_numpy(lg.global_in_degree), lg.num_owned)
+        elif not bs:
+            self.graph = graph_args(self.model, lg.edge_index, len(lg.global_id))
         self.evaluator = None  # rebuilt lazily: ownership changed
         self.super_epoch = s
         self.switch_times.append(time.perf_counter() - t0)
@@ -101,7 +110,7 @@ class GrappaMethod:
                 p.grad = torch.zeros_like(p)
             return 0.0, 0.0
         if self.sampler is None:
-            out = self.model(lg.x, lg.edge_index)[torch.from_numpy(seeds)]
+            out = self.model(lg.x, *self.graph)[torch.from_numpy(seeds)]
             y = lg.y[torch.from_numpy(seeds)]
         else:
             sub = self.sampler.sample(seeds)
@@ -164,24 +173,11 @@ class GrappaMethod:
     # ------------------------------------------------------------ evaluation
     def evaluate(self) -> tuple[float, float]:
         if self.evaluator is None:
-            self.evaluator = DistributedEvaluator(self.comm, self.local, self.sets, self.k)
-        logits = self.evaluator.logits(self.model)
-        split = self.local.split
-        y = self.local.y[: self.local.num_owned]
-        if self.task == "multilabel":  # AUC is not a sum: gather the scores
-            res = []
-            for code in (SPLIT_VAL, SPLIT_TEST):
-                idx = torch.from_numpy(np.flatnonzero(split == code))
-                s = self.comm.allgather(logits[idx], "eval")
-                t = self.comm.allgather(y[idx], "eval")
-                res.append(compute_metric(self.task, s, t))
-            return res[0], res[1]
-        stats = []
-        for code in (SPLIT_VAL, SPLIT_TEST):
-            idx = torch.from_numpy(np.flatnonzero(split == code))
-            stats += [float((logits[idx].argmax(1) == y[idx]).sum()), float(len(idx))]
-        tot = self.comm.allreduce(torch.tensor(stats, dtype=torch.float64), category="eval")
-        return float(tot[0] / max(tot[1], 1)), float(tot[2] / max(tot[3], 1))
+            owner = owner_of_chunks(self.sets, self.k)
+            plan = HaloPlan(self.comm, self.local, owner, "eval")
+            self.evaluator = DistributedEvaluator(plan, self.local.x[: self.local.num_owned])
+        lg = self.local
+        return self.evaluator.metrics(self.model, lg.y[: lg.num_owned], lg.split, self.task)
 
 
 __all__ = ["GrappaMethod", "StopRequested", "WEIGHTINGS"]

@@ -7,6 +7,7 @@ A method supplies ``train_epoch() -> float`` (mean loss) and
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import math
 import resource
@@ -23,9 +24,28 @@ from grappa.comm import MAX, Comm
 from grappa.train.config import TrainConfig
 from grappa.train.metrics_log import MetricsLog
 
+# What counts as training traffic; every method sends only in these categories.
+TRAIN_CATEGORIES = ("train_grad", "train_feat", "train_act_grad", "train_param", "train_embed")
+
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Peak RSS of this process since it started or since ``reset_peak_rss``."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024.0
+    except (OSError, StopIteration):  # not Linux
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def reset_peak_rss() -> None:
+    """Restart the peak at the current RSS, so several runs in one process
+    each report their own peak (Linux >= 4.0; elsewhere a no-op)."""
+    gc.collect()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
 
 
 class StopRequested(Exception):
@@ -46,6 +66,7 @@ class LoopState:
     epoch_times: list = field(default_factory=list)
     train_bytes: dict = field(default_factory=dict)
     since_best: int = 0
+    elapsed_s: float = 0.0  # training + evaluation time so far (what "time to accuracy" uses)
 
 
 def run_epochs(cfg: TrainConfig, comm: Comm, model: torch.nn.Module,
@@ -66,6 +87,7 @@ def run_epochs(cfg: TrainConfig, comm: Comm, model: torch.nn.Module,
             checkpoint(epoch, 0, st)  # checkpoint barrier, then the method repartitions
         snap = comm.counter.snapshot()
         t0 = time.perf_counter()
+        elapsed0 = st.elapsed_s
         try:
             loss = train_epoch(epoch)
         except StopRequested as stop:
@@ -89,6 +111,8 @@ def run_epochs(cfg: TrainConfig, comm: Comm, model: torch.nn.Module,
             else:
                 st.since_best += cfg.eval_every
             bar.set_postfix(loss=f"{loss:.4f}", val=f"{val:.4f}", best_test=f"{st.test_at_best:.4f}")
+        st.elapsed_s = elapsed0 + time.perf_counter() - t0
+        row["elapsed_s"] = st.elapsed_s
         if comm.rank == 0:
             log.log(row)
         st.epoch = epoch + 1
@@ -105,15 +129,24 @@ def run_epochs(cfg: TrainConfig, comm: Comm, model: torch.nn.Module,
 def build_result(cfg: TrainConfig, comm: Comm, st: LoopState, dataset: str, metric: str,
                  wall_s: float, **extra) -> dict:
     epochs_run = max(len(st.epoch_times), 1)
-    train_total = sum(st.train_bytes.values())
+    unknown = set(st.train_bytes) - set(TRAIN_CATEGORIES)
+    if unknown:
+        raise ValueError(f"training bytes in unregistered categories {sorted(unknown)}: add them to TRAIN_CATEGORIES")
+    # Ranks can send different amounts (halo exchange): report the mean and the max over ranks.
+    mine = torch.tensor([float(st.train_bytes.get(c, 0)) for c in TRAIN_CATEGORIES], dtype=torch.float64)
+    mean = comm.allreduce(mine, category="control") / comm.size
+    mx = comm.allreduce(mine.sum().reshape(1), MAX, "control")
+    by_cat = {c: float(v) / epochs_run for c, v in zip(TRAIN_CATEGORIES, mean.tolist()) if v}
     rss = comm.allreduce(torch.tensor([peak_rss_mb()], dtype=torch.float64), MAX, "control")
     result = {
         "method": cfg.method, "model": cfg.model, "dataset": dataset, "world_size": comm.size,
         "backend": comm.name, "epochs": cfg.epochs, "epochs_run": len(st.epoch_times), "seed": cfg.seed,
         "metric": metric, "test_metric": st.test_at_best, "val_metric": st.best_val,
         "best_epoch": st.best_epoch,
-        "train_bytes_per_rank_per_epoch": train_total / epochs_run,
-        "train_bytes_by_category": st.train_bytes,
+        "train_bytes_per_rank_per_epoch": sum(by_cat.values()),
+        "train_bytes_per_rank_per_epoch_max": float(mx[0]) / epochs_run,
+        "train_bytes_per_rank_per_epoch_by_category": by_cat,
+        "train_bytes_by_category": st.train_bytes,  # this rank (rank 0), whole run
         "eval_bytes_total": comm.counter.bytes.get("eval", 0),
         "epoch_time_s_median": statistics.median(st.epoch_times) if st.epoch_times else 0.0,
         "train_time_s_total": sum(st.epoch_times),

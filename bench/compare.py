@@ -1,0 +1,329 @@
+#!/usr/bin/env python
+"""The comparison benchmark: every method on one graph, side by side.
+
+Runs centralized training (one process), halo exchange (exact distributed
+full-graph training, METIS partition, K = P), Grappa and its two ablations
+(UW: uniform weights; FP: fixed partitions, never repartition) on P ranks,
+each with the same model, epochs and seeds. Writes, in --out:
+
+    bench.json             every run's result and the per-method summary
+    bench.md               the table (Markdown) and the analysis
+    accuracy_vs_time.png   test metric against training + evaluation time
+    bytes_per_epoch.png    training bytes per rank per epoch (log scale)
+
+    python bench/compare.py --preset cora --ranks 4 --out bench_results/cora
+    python bench/compare.py --preset sbm --ranks 4 --out bench_results/sbm
+    python bench/compare.py --raw work_data/mygraph --ranks 8 --out bench_results/mine -- --model sage --epochs 100
+
+Presets: cora (the shipped Cora; GCN, 100 epochs) and sbm (a generated SBM
+with 200k nodes and 2.4M edges; GCN hidden 64, 50 epochs). Arguments after
+`--` go to every grappa-train run (and override the preset's). Epoch-time
+ratios are measured within one invocation: compare them, not absolute times
+across machines.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+# The full method's flags (docs/BENCHMARKS.md): node-level coverage weights;
+# on Cora also 1-hop halo features read from the shards. Not on the SBM,
+# where 1-hop neighbourhoods cover most of the graph: there the halo made
+# epochs 6x longer for no accuracy.
+GRAPPA_ARGS = "--schedule shuffle --repartition-every 5 --weighting node"
+PRESETS = {
+    "cora": {"train": ["--model", "gcn", "--hidden", "16", "--layers", "2", "--dropout", "0.5", "--lr", "0.01",
+                       "--weight-decay", "5e-4", "--epochs", "100", "--eval-every", "5"],
+             "grappa": GRAPPA_ARGS + " --halo-hops 1"},
+    "sbm": {"train": ["--model", "gcn", "--hidden", "64", "--layers", "2", "--dropout", "0.5", "--lr", "0.01",
+                      "--weight-decay", "5e-4", "--epochs", "50", "--eval-every", "5"],
+            "generate": ["sbm", "--num-nodes", "200000", "--avg-degree", "12", "--homophily", "0.6",
+                         "--num-features", "32", "--num-classes", "8", "--seed", "0"]},
+}
+# method id -> (label in the table, grappa-train flags)
+METHODS = {
+    "centralized": ("centralized", ["--method", "centralized"]),
+    "halo": ("halo", ["--method", "halo"]),
+    "grappa": ("grappa", ["--method", "grappa"]),
+    "uw": ("UW (uniform weights)", ["--method", "grappa", "--weighting", "uniform"]),
+    "fp": ("FP (fixed partitions)", ["--method", "grappa", "--schedule", "fixed"]),
+}
+
+
+def sh(cmd: list[str]) -> None:
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode:
+        raise SystemExit(f"benchmark step failed: {' '.join(cmd)}\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}")
+
+
+def mpirun(n: int) -> list[str]:
+    return ["mpirun", "-np", str(n), "--oversubscribe"]
+
+
+def prepare_raw(a) -> Path:
+    if a.raw:
+        return Path(a.raw)
+    raw = Path(a.work) / a.preset
+    if not (raw / "graph.json").exists():
+        if a.preset == "cora":
+            sh([sys.executable, "-m", "grappa.graph.importers_cli", "planetoid", str(ROOT / "datasets/cora"),
+                "--name", "cora", "--out", str(raw), "--overwrite"])
+        else:
+            sh([sys.executable, "-m", "grappa.graph.generators_cli", *PRESETS[a.preset]["generate"],
+                "--out", str(raw), "--overwrite", "--quiet"])
+    return raw
+
+
+def prepare_partition(raw: Path, work: Path, method: str, k: int, ranks: int) -> Path:
+    out = work / f"{raw.name}-{method}-k{k}"
+    m = out / "manifest.json"
+    if m.exists():
+        man = json.loads(m.read_text())
+        if man["num_chunks"] == k and man["method"] == method:
+            return out
+    sh([*mpirun(ranks), sys.executable, str(ROOT / "data_prep/partition.py"), "--data", str(raw), "--out", str(out),
+        "--num-chunks", str(k), "--method", method, "--overwrite", "--no-progress"])
+    return out
+
+
+def curve(run_dir: Path) -> list[tuple[float, float]]:
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(r["elapsed_s"], r["test_metric"]) for r in rows if "test_metric" in r]
+
+
+def time_to(points: list[tuple[float, float]], target: float) -> float | None:
+    return next((t for t, m in points if m >= target), None)
+
+
+def summarize(name: str, runs: list[dict], curves: list[list], target: float) -> dict:
+    tests = [r["test_metric"] for r in runs]
+    reach = [time_to(c, target) for c in curves]
+    cats = sorted({c for r in runs for c in r["train_bytes_per_rank_per_epoch_by_category"]})
+    return {
+        "method": name, "seeds": [r["seed"] for r in runs], "world_size": runs[0]["world_size"],
+        "test_mean": statistics.mean(tests), "test_std": statistics.pstdev(tests), "tests": tests,
+        "epoch_time_s_median": statistics.median(t for r in runs for t in [r["epoch_time_s_median"]]),
+        "time_to_98pct_s_median": statistics.median(reach) if all(t is not None for t in reach) else None,
+        "seeds_reaching_98pct": sum(t is not None for t in reach),
+        "train_bytes_per_rank_per_epoch": statistics.mean(r["train_bytes_per_rank_per_epoch"] for r in runs),
+        "train_bytes_per_rank_per_epoch_by_category": {
+            c: statistics.mean(r["train_bytes_per_rank_per_epoch_by_category"].get(c, 0.0) for r in runs)
+            for c in cats},
+        "peak_rss_mb_per_rank_max": max(r["peak_rss_mb_max"] for r in runs),
+    }
+
+
+def analytic(raw: Path, metis_dir: Path, train_args: list[str], ranks: int) -> dict:
+    """Predicted bytes (grappa.analysis.comm_model), from the graph and model only."""
+    from grappa.analysis.comm_model import boundary_rows, grappa_bytes, halo_bytes
+    from grappa.models import build_model
+    from grappa.partition.schedule import chunk_sets, owner_of_chunks
+    from grappa.train.cli import build_parser, config_from_args
+
+    cfg = config_from_args(build_parser().parse_args(["--data", str(raw), *train_args]))
+    info = json.loads((raw / "graph.json").read_text())
+    model = build_model(cfg.model, info["num_features"], cfg.hidden, info["num_classes"], cfg.layers,
+                        cfg.dropout, cfg.heads)
+    params = sum(p.numel() for p in model.parameters())
+    width = cfg.hidden * (cfg.heads if cfg.model == "gat" else 1)
+    dims = [info["num_features"]] + [width] * (cfg.layers - 1)
+    k = json.loads((metis_dir / "manifest.json").read_text())["num_chunks"]
+    owner = owner_of_chunks(chunk_sets("fixed", k, ranks, 0, 0), k)
+    node_rank = owner[np.load(metis_dir / "node_chunk.npy")]
+    rows = boundary_rows(raw, node_rank, ranks)
+    g, h = grappa_bytes(params, ranks), halo_bytes(rows, dims, params, ranks)
+    return {"params": params, "layer_input_dims": dims, "boundary_rows_per_rank": rows,
+            "grappa_bytes_per_rank_per_epoch": g, "halo_bytes_per_rank_per_epoch": h, "halo_over_grappa": h / g,
+            "full_graph": cfg.batch_size == 0}
+
+
+def fmt_bytes(b: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if b < 1000 or unit == "GB":
+            return f"{b:,.0f} {unit}" if unit == "B" else f"{b:,.1f} {unit}"
+        b /= 1000
+
+
+def table(summary: dict, metric: str) -> str:
+    halo_t = summary["halo"]["epoch_time_s_median"] if "halo" in summary else None
+    lines = [f"| method | ranks | test {metric} (mean ± std) | epoch time (median) | vs halo | time to 98% of "
+             "centralized | train bytes / rank / epoch | by category | peak RSS / rank |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
+    for name, s in summary.items():
+        reach = (f"{s['time_to_98pct_s_median']:.1f} s" if s["time_to_98pct_s_median"] is not None
+                 else f"not reached ({s['seeds_reaching_98pct']}/{len(s['seeds'])} seeds)")
+        ratio = f"{s['epoch_time_s_median'] / halo_t:.2f}x" if halo_t else "-"
+        cats = ", ".join(f"{c.removeprefix('train_')} {fmt_bytes(v)}"
+                         for c, v in s["train_bytes_per_rank_per_epoch_by_category"].items()) or "-"
+        lines.append(f"| {name} | {s['world_size']} | {100 * s['test_mean']:.2f} ± {100 * s['test_std']:.2f} | "
+                     f"{1000 * s['epoch_time_s_median']:.1f} ms | {ratio} | {reach} | "
+                     f"{fmt_bytes(s['train_bytes_per_rank_per_epoch'])} | {cats} | "
+                     f"{s['peak_rss_mb_per_rank_max']:.0f} MB |")
+    return "\n".join(lines)
+
+
+def plot(out: Path, summary: dict, curves: dict, metric: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (name, cs) in enumerate(curves.items()):
+        for j, c in enumerate(cs):
+            t, m = zip(*c)
+            ax.plot(t, m, color=f"C{i}", alpha=0.9 if j == 0 else 0.35, label=name if j == 0 else None)
+    ax.set_xlabel("training + evaluation time (s)")
+    ax.set_ylabel(f"test {metric}")
+    ax.set_title("Test metric against time (one line per seed)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "accuracy_vs_time.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    names = [n for n in summary if summary[n]["train_bytes_per_rank_per_epoch"] > 0]
+    cats = sorted({c for n in names for c in summary[n]["train_bytes_per_rank_per_epoch_by_category"]})
+    width = 0.8 / max(len(cats), 1)
+    for j, c in enumerate(cats):
+        vals = [summary[n]["train_bytes_per_rank_per_epoch_by_category"].get(c, 0) for n in names]
+        ax.bar(np.arange(len(names)) + (j - (len(cats) - 1) / 2) * width, [v if v > 0 else np.nan for v in vals],
+               width, label=c)
+    ax.scatter(np.arange(len(names)), [summary[n]["train_bytes_per_rank_per_epoch"] for n in names], color="k",
+               marker="_", s=400, zorder=3, label="total")
+    ax.set_yscale("log")
+    low = min(v for n in names for v in summary[n]["train_bytes_per_rank_per_epoch_by_category"].values() if v > 0)
+    ax.set_ylim(bottom=low / 10)
+    ax.set_xticks(np.arange(len(names)), names, rotation=15)
+    ax.set_ylabel("bytes sent per rank per epoch")
+    ax.set_title("Training communication (centralized sends nothing)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "bytes_per_epoch.png", dpi=120)
+    plt.close(fig)
+
+
+def report(a, raw: Path, summary: dict, pred: dict, metric: str, wall: float, train_args: list[str]) -> str:
+    info = json.loads((raw / "graph.json").read_text())
+    lines = [f"# Benchmark: {info['name']} ({info['num_nodes']:,} nodes, {info['num_edges']:,} edges), "
+             f"P = {a.ranks}", "",
+             f"Command: `python bench/compare.py {' '.join(sys.argv[1:])}`  ",
+             f"Training arguments: `{' '.join(train_args)}`; seeds {a.seeds}; grappa: `{a.grappa_args}`, "
+             f"{a.chunks_per_rank * a.ranks} random chunks; halo: METIS, {a.ranks} chunks.  ",
+             f"Machine: {os.cpu_count()} cores; total benchmark time {wall:.0f} s.", "",
+             table(summary, metric), ""]
+    if "halo" in summary and "grappa" in summary:
+        g, h = summary["grappa"], summary["halo"]
+        measured = h["train_bytes_per_rank_per_epoch"] / g["train_bytes_per_rank_per_epoch"]
+        lines += ["## Analysis", "",
+                  f"- Training bytes per rank per epoch, halo / grappa: measured **{measured:,.0f}x** "
+                  f"({fmt_bytes(h['train_bytes_per_rank_per_epoch'])} vs "
+                  f"{fmt_bytes(g['train_bytes_per_rank_per_epoch'])}); analytical "
+                  f"**{pred['halo_over_grappa']:,.0f}x** ({fmt_bytes(pred['halo_bytes_per_rank_per_epoch'])} vs "
+                  f"{fmt_bytes(pred['grappa_bytes_per_rank_per_epoch'])}): gradients of {pred['params']:,} "
+                  f"parameters against {pred['boundary_rows_per_rank']:,.0f} boundary rows per rank x layer "
+                  f"input widths {pred['layer_input_dims']} (forward) and {pred['layer_input_dims'][1:]} "
+                  f"(backward).",
+                  f"- Epoch time, grappa / halo: {g['epoch_time_s_median'] / h['epoch_time_s_median']:.2f} "
+                  f"(same invocation)."]
+        if "centralized" in summary:
+            c = summary["centralized"]
+            lines.append(f"- Epoch time, grappa / centralized: "
+                         f"{g['epoch_time_s_median'] / c['epoch_time_s_median']:.2f}.")
+            for name, s in summary.items():
+                if name != "centralized":
+                    lines.append(f"- {name}: test {metric} {100 * (s['test_mean'] - c['test_mean']):+.2f} points "
+                                 f"against centralized.")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--preset", choices=sorted(PRESETS), help="a shipped or generated graph and its settings")
+    src.add_argument("--raw", help="your raw graph directory (grappa-import / grappa-generate)")
+    p.add_argument("--ranks", type=int, default=4, help="P, ranks of every distributed method")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
+                   help="which methods to run (default: all)")
+    p.add_argument("--chunks-per-rank", type=int, default=4, help="grappa's K = this x P random chunks")
+    p.add_argument("--grappa-args", help=f"flags of the full grappa method (default: the preset's, else "
+                   f"{GRAPPA_ARGS!r}); the ablations override one of them")
+    p.add_argument("--partition-ranks", type=int, default=2, help="MPI ranks of the partitioning jobs")
+    p.add_argument("--work", default="work_data/bench", help="datasets (reused between invocations)")
+    p.add_argument("--out", required=True, help="output directory (replaced)")
+    a = p.parse_args(argv)
+    t0 = time.perf_counter()
+    train_args = (PRESETS[a.preset]["train"] if a.preset else []) + extra
+    if a.grappa_args is None:
+        a.grappa_args = PRESETS[a.preset].get("grappa", GRAPPA_ARGS) if a.preset else GRAPPA_ARGS
+    work, out = Path(a.work), Path(a.out)
+    raw = prepare_raw(a)
+    random_dir = prepare_partition(raw, work, "random", a.chunks_per_rank * a.ranks, a.partition_ranks)
+    metis_dir = prepare_partition(raw, work, "metis", a.ranks, a.partition_ranks)
+    print(f"[bench] datasets ready in {time.perf_counter() - t0:.0f} s: {raw}, {random_dir}, {metis_dir}", flush=True)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    # One launch for centralized, one (mpirun) for every distributed method:
+    # process start-up would otherwise dominate small graphs (run_seeds.py).
+    plans: dict[bool, list[dict]] = {False: [], True: []}
+    for mid in a.methods:
+        name, flags = METHODS[mid]
+        data = {"centralized": raw, "halo": metis_dir}.get(flags[1], random_dir)
+        grappa = a.grappa_args.split() if flags[1] == "grappa" else []
+        for seed in a.seeds:
+            plans[flags[1] != "centralized"].append({
+                "method": name, "out": str(out / "runs" / mid / f"seed-{seed}"),
+                "args": ["--data", str(data), *train_args, *grappa, *flags, "--seed", str(seed), "--no-progress"]})
+    for distributed, plan in plans.items():
+        if not plan:
+            continue
+        plan_file = out / ("plan-distributed.json" if distributed else "plan-centralized.json")
+        plan_file.write_text(json.dumps(plan, indent=1))
+        cmd = [sys.executable, str(ROOT / "bench/run_seeds.py"), "--plan", str(plan_file)]
+        t1 = time.perf_counter()
+        sh([*mpirun(a.ranks), *cmd] if distributed else cmd)
+        print(f"[bench] {len(plan)} {'distributed' if distributed else 'centralized'} runs in "
+              f"{time.perf_counter() - t1:.0f} s", flush=True)
+    results, curves = {}, {}
+    for r in plans[False] + plans[True]:
+        results.setdefault(r["method"], []).append(json.loads((Path(r["out"]) / "result.json").read_text()))
+        curves.setdefault(r["method"], []).append(curve(Path(r["out"])))
+    metric = next(iter(results.values()))[0]["metric"]
+    # 98% of centralized accuracy (of the best method when centralized was not run)
+    central = max(statistics.mean(r["test_metric"] for r in rs) for n, rs in results.items()
+                  if n == "centralized" or "centralized" not in results)
+    summary = {n: summarize(n, results[n], curves[n], 0.98 * central) for n in results}
+    pred = analytic(raw, metis_dir, train_args, a.ranks)
+    wall = time.perf_counter() - t0
+    md = report(a, raw, summary, pred, metric, wall, train_args)
+    (out / "bench.md").write_text(md)
+    (out / "bench.json").write_text(json.dumps({
+        "args": vars(a), "train_args": train_args, "raw": str(raw), "datasets": {"random": str(random_dir),
+                                                                                 "metis": str(metis_dir)},
+        "target_98pct_of_centralized": 0.98 * central, "summary": summary, "analytic": pred,
+        "runs": results, "curves": curves, "wall_s": wall}, indent=2) + "\n")
+    plot(out, summary, curves, metric)
+    print(md)
+    print(f"[bench] wrote {out}/bench.json, bench.md, accuracy_vs_time.png, bytes_per_epoch.png ({wall:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+#!/usr/bin/env python
+"""Run grappa-train configurations one after another in one launch.
+
+    [mpirun -np P] python bench/run_seeds.py --out DIR --seeds 0 1 2 -- <grappa-train arguments>
+    [mpirun -np P] python bench/run_seeds.py --plan plan.json
+
+The first form runs one configuration for several seeds (DIR/seed-N); the
+second runs a list of {"out": DIR, "args": [grappa-train arguments]}. The
+runs share one process per rank and one communicator: starting P Python
+processes with torch, PyG and Horovod costs several seconds on a small
+machine, which would otherwise dominate a small graph's benchmark. Each run
+still reports its own bytes (the counters restart) and its own peak RSS (the
+peak is reset between runs, Linux).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from grappa.comm import make_comm
+from grappa.train.cli import build_parser, config_from_args, run
+
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    train_argv = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", help="directory for the seed-N run directories")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--plan", help="JSON list of {out, args} runs (instead of --out, --seeds and -- ARGS)")
+    a = p.parse_args(argv)
+    if a.plan:
+        with open(a.plan) as f:
+            plan = json.load(f)
+    elif a.out:
+        plan = [{"out": f"{a.out}/seed-{s}", "args": [*train_argv, "--seed", str(s)]} for s in a.seeds]
+    else:
+        p.error("give --plan, or --out with the grappa-train arguments after --")
+    parser = build_parser()
+    cfgs = [config_from_args(parser.parse_args([*r["args"], "--out", r["out"]])) for r in plan]
+    comm = make_comm(cfgs[0].backend)
+    try:
+        for cfg in cfgs:
+            run(cfg, comm)
+    finally:
+        comm.shutdown()
+
+
+if __name__ == "__main__":
+    main()

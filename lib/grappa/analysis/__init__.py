@@ -1,0 +1,1 @@
+"""Analytical models of what the methods cost, to check measurements against."""

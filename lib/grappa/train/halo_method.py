@@ -1,0 +1,93 @@
+"""Halo exchange: distributed full-graph training, exact (METHODS.md section 0).
+
+The reference a user would otherwise run (DistDGL / DistGNN style). Each rank
+owns a fixed group of chunks (a METIS k-way partition with K = P, or K > P
+chunks grouped contiguously) and every in-edge of its nodes. In every layer
+of every epoch it sends the boundary rows of the layer input to the ranks
+that need them (``train_feat``) and, in the backward pass of layers >= 1,
+gets the gradients of those rows back (``train_act_grad``); the weight
+gradients are summed with one allreduce (``train_grad``).
+
+The loss is the global mean over all training nodes (each rank sums its own
+terms and divides by the global count), so the summed gradient is exactly
+the centralized full-graph gradient: the loss curve equals centralized
+training's up to floating-point summation order. (Dropout draws its masks
+per rank, so with dropout > 0 the runs are equal in distribution, not
+bitwise.)
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from grappa.comm import Comm
+from grappa.errors import InputError
+from grappa.graph.raw import SPLIT_TRAIN
+from grappa.models import LayerwiseGNN
+from grappa.partition.schedule import chunk_sets, owner_of_chunks
+from grappa.shards.assemble import load_chunk_set
+from grappa.train.distributed_eval import DistributedEvaluator
+from grappa.train.evaluate import loss_fn
+from grappa.train.halo_exchange import HaloPlan
+
+
+class HaloMethod:
+    def __init__(self, cfg, comm: Comm, dataset_dir, manifest: dict, model, optimizer, stop_flag=lambda: False):
+        if cfg.batch_size:
+            raise InputError("--batch-size", "--method halo is full-graph training", "use --batch-size 0")
+        if not isinstance(model, LayerwiseGNN):
+            raise InputError("--model", "--method halo runs the model layer by layer", "use a built-in model")
+        k = manifest["num_chunks"]
+        if k < comm.size:
+            raise InputError(dataset_dir, f"{k} chunks cannot feed {comm.size} ranks",
+                             f"partition with --method metis --num-chunks {comm.size}")
+        self.cfg, self.comm, self.model, self.opt, self.stop_flag = cfg, comm, model, optimizer, stop_flag
+        self.task = manifest["task"]
+        self.sets = chunk_sets("fixed", k, comm.size, 0, cfg.seed)  # contiguous groups, never changing
+        self.local = lg = load_chunk_set(dataset_dir, self.sets[comm.rank])
+        self.plan = plan = HaloPlan(comm, lg, owner_of_chunks(self.sets, k), "setup")
+        n = lg.num_owned
+        self.x, self.y = lg.x[:n], lg.y[:n]
+        self.train_idx = torch.from_numpy(np.flatnonzero(lg.split == SPLIT_TRAIN))
+        count = comm.allreduce(torch.tensor([float(len(self.train_idx))], dtype=torch.float64), category="setup")
+        self.num_train = max(float(count[0]), 1.0)
+        self.graph = model.graph_global(plan.edge_index, plan.num_nodes, plan.in_degree, n)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.evaluator = DistributedEvaluator(plan, self.x)
+        self.switch_times: list[float] = []  # no repartitioning
+        self.start_step = 0
+        self.stop_pending = False
+
+    def is_boundary(self, epoch: int) -> bool:
+        return False
+
+    def forward(self) -> torch.Tensor:
+        """Outputs of the owned nodes; one halo exchange per layer."""
+        m, plan, n = self.model, self.plan, self.plan.num_owned
+        h = m.input(self.x)  # input dropout on the owner, so every rank sees the same dropped row
+        for i in range(m.num_layers):
+            h = m.layer(i, plan.exchange(h, "train_feat", "train_act_grad"), *self.graph)[:n]
+        return h
+
+    def train_epoch(self, epoch: int) -> float:
+        self.model.train()
+        torch.manual_seed(int(np.random.default_rng([self.cfg.seed, epoch, self.comm.rank]).integers(2**62)))
+        self.opt.zero_grad(set_to_none=False)
+        out = self.forward()
+        loss_sum = loss_fn(self.task, out[self.train_idx], self.y[self.train_idx], reduction="sum")
+        (loss_sum / self.num_train).backward()
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        stop = 1.0 if self.stop_flag() else 0.0
+        # One allreduce: the summed gradient, the loss sum and the stop flag.
+        tot = self.comm.allreduce(torch.cat([flat, torch.tensor([loss_sum.item(), stop])]), category="train_grad")
+        off = 0
+        for p in self.params:
+            p.grad = tot[off:off + p.numel()].view_as(p).clone()
+            off += p.numel()
+        self.opt.step()
+        self.stop_pending = float(tot[-1]) > 0
+        return float(tot[-2]) / self.num_train
+
+    def evaluate(self) -> tuple[float, float]:
+        return self.evaluator.metrics(self.model, self.y, self.local.split, self.task)
