@@ -96,7 +96,7 @@ def _read_rows(d: Path, m: dict, nodes: np.ndarray):
     deg = np.zeros(len(nodes), np.int64)
     for c in np.unique(chunk):
         sel = np.flatnonzero(chunk == c)
-        s = read_shard(d / m["chunks"][int(c)]["file"])
+        s = read_shard(d / m["chunks"][int(c)]["file"], with_edges=False)
         pos = np.searchsorted(s["nodes/global_id"], nodes[sel])
         x[sel] = s["nodes/x"][pos]
         deg[sel] = s["nodes/in_degree"][pos]

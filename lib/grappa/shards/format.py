@@ -91,12 +91,12 @@ def write_shard(path, attrs: dict, nodes: dict, edges: dict, compression: str | 
     w.close()
 
 
-def read_shard(path, with_features: bool = True) -> dict:
+def read_shard(path, with_features: bool = True, with_edges: bool = True) -> dict:
     path = Path(path)
     try:
         with h5py.File(path, "r") as f:
             out = {"attrs": dict(f.attrs)}
-            for grp in ("nodes", "edges"):
+            for grp in ("nodes", "edges") if with_edges else ("nodes",):
                 for k, d in f[grp].items():
                     if k == "x" and not with_features:
                         continue
