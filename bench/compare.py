@@ -111,7 +111,7 @@ def summarize(name: str, runs: list[dict], curves: list[list], target: float) ->
     return {
         "method": name, "seeds": [r["seed"] for r in runs], "world_size": runs[0]["world_size"],
         "test_mean": statistics.mean(tests), "test_std": statistics.pstdev(tests), "tests": tests,
-        "epoch_time_s_median": statistics.median(t for r in runs for t in [r["epoch_time_s_median"]]),
+        "epoch_time_s_median": statistics.median(r["epoch_time_s_median"] for r in runs),
         "time_to_98pct_s_median": statistics.median(reach) if all(t is not None for t in reach) else None,
         "seeds_reaching_98pct": sum(t is not None for t in reach),
         "train_bytes_per_rank_per_epoch": statistics.mean(r["train_bytes_per_rank_per_epoch"] for r in runs),

@@ -25,12 +25,9 @@ from grappa.train.distributed_eval import DistributedEvaluator
 from grappa.train.evaluate import loss_fn
 from grappa.train.halo_exchange import HaloPlan
 from grappa.train.loop import StopRequested
+from grappa.train.steps import allreduce_gradients, step_seed
 
 WEIGHTINGS = ("uniform", "coverage", "shrinkage", "node")
-
-
-def _seed(*parts: int) -> int:
-    return int(np.random.default_rng(list(parts)).integers(0, 2**62))
 
 
 class GrappaMethod:
@@ -127,19 +124,14 @@ class GrappaMethod:
 
     def _combine(self, w: float) -> bool:
         """One allreduce of [w * grad, w, stop]; sets G = sum w_p grad_p / sum w_p."""
-        flat = torch.cat([p.grad.reshape(-1) for p in self.params])
-        stop = 1.0 if self.stop_flag() else 0.0
-        vec = torch.cat([flat * w, torch.tensor([w, stop], dtype=flat.dtype)])
-        tot = self.comm.allreduce(vec, category="train_grad")
-        total_w = float(tot[-2])
-        g = tot[:-2] / total_w if total_w > 0 else torch.zeros_like(flat)
-        off = 0
+        total_w, stop = allreduce_gradients(self.comm, self.params, [w, 1.0 if self.stop_flag() else 0.0], w).tolist()
         for p in self.params:
-            n = p.numel()
-            p.grad.copy_(g[off:off + n].view_as(p))
-            off += n
+            if total_w > 0:
+                p.grad.div_(total_w)
+            else:
+                p.grad.zero_()
         self.opt.step()
-        return float(tot[-1]) > 0
+        return stop > 0
 
     def train_epoch(self, epoch: int) -> float:
         self.load_super_epoch(epoch)
@@ -153,7 +145,7 @@ class GrappaMethod:
         losses = []
         start, self.start_step = self.start_step, 0
         for step in range(start, self.steps):
-            torch.manual_seed(_seed(seed, epoch, rank, step))
+            torch.manual_seed(step_seed(seed, epoch, rank, step))
             if self.sampler is not None:
                 self.sampler.rng = np.random.default_rng([seed, epoch, rank, step, 2])
                 lo = (step * bs) % max(len(order), 1)  # ranks with fewer seeds wrap around

@@ -29,6 +29,7 @@ from grappa.shards.assemble import load_chunk_set
 from grappa.train.distributed_eval import DistributedEvaluator
 from grappa.train.evaluate import loss_fn
 from grappa.train.halo_exchange import HaloPlan
+from grappa.train.steps import allreduce_gradients, step_seed
 
 
 class HaloMethod:
@@ -71,23 +72,17 @@ class HaloMethod:
 
     def train_epoch(self, epoch: int) -> float:
         self.model.train()
-        torch.manual_seed(int(np.random.default_rng([self.cfg.seed, epoch, self.comm.rank]).integers(2**62)))
+        torch.manual_seed(step_seed(self.cfg.seed, epoch, self.comm.rank))
         self.opt.zero_grad(set_to_none=False)
         out = self.forward()
         loss_sum = loss_fn(self.task, out[self.train_idx], self.y[self.train_idx], reduction="sum")
         (loss_sum / self.num_train).backward()
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        stop = 1.0 if self.stop_flag() else 0.0
         # One allreduce: the summed gradient, the loss sum and the stop flag.
-        tot = self.comm.allreduce(torch.cat([flat, torch.tensor([loss_sum.item(), stop])]), category="train_grad")
-        off = 0
-        for p in self.params:
-            p.grad = tot[off:off + p.numel()].view_as(p).clone()
-            off += p.numel()
+        total_loss, stop = allreduce_gradients(self.comm, self.params,
+                                               [loss_sum.item(), 1.0 if self.stop_flag() else 0.0]).tolist()
         self.opt.step()
-        self.stop_pending = float(tot[-1]) > 0
-        return float(tot[-2]) / self.num_train
+        self.stop_pending = stop > 0
+        return total_loss / self.num_train
 
     def evaluate(self) -> tuple[float, float]:
         return self.evaluator.metrics(self.model, self.y, self.local.split, self.task)
