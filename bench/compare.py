@@ -1,10 +1,15 @@
 #!/usr/bin/env python
 """The comparison benchmark: every method on one graph, side by side.
 
-Runs centralized training (one process), halo exchange (exact distributed
-full-graph training, METIS partition, K = P), Grappa and its two ablations
-(UW: uniform weights; FP: fixed partitions, never repartition) on P ranks,
-each with the same model, epochs and seeds. Writes, in --out:
+Runs the registered methods (grappa.train.registry) with the same model,
+epochs and seeds: by default centralized training (one process), halo
+exchange (exact distributed full-graph training, METIS partition, K = P),
+Grappa and its two ablations (UW: uniform weights; FP: fixed partitions);
+`--methods all` adds the model-averaging methods (PSGD-PA, RandomTMA,
+SuperTMA, in their deterministic step mode: see --averaging-args), and
+`--drop-parts D` also runs each averaging method with D of P + D parts never
+trained. Each method gets the partition it declares (made once, reused).
+Writes, in --out:
 
     bench.json             every run's result and the per-method summary
     bench.md               the table (Markdown) and the analysis
@@ -14,9 +19,12 @@ each with the same model, epochs and seeds. Writes, in --out:
     python bench/compare.py --preset cora --ranks 4 --out bench_results/cora
     python bench/compare.py --preset sbm --ranks 4 --out bench_results/sbm
     python bench/compare.py --raw work_data/mygraph --ranks 8 --out bench_results/mine -- --model sage --epochs 100
+    python bench/compare.py --preset cora --methods centralized psgd-pa random-tma super-tma --seeds 0 1 --out DIR
 
-Presets: cora (the shipped Cora; GCN, 100 epochs) and sbm (a generated SBM
-with 200k nodes and 2.4M edges; GCN hidden 64, 50 epochs). Arguments after
+Presets: cora (the shipped Cora; GCN, 100 epochs), sbm (a generated SBM
+with 200k nodes and 2.4M edges; GCN hidden 64, 50 epochs) and sbm-sparse
+(30k nodes, average degree 8, homophily 0.45, weak features; SAGE hidden 64,
+100 epochs). Arguments after
 `--` go to every grappa-train run (and override the preset's). Epoch-time
 ratios are measured within one invocation: compare them, not absolute times
 across machines.
@@ -48,15 +56,18 @@ PRESETS = {
                       "--weight-decay", "5e-4", "--epochs", "50", "--eval-every", "5"],
             "generate": ["sbm", "--num-nodes", "200000", "--avg-degree", "12", "--homophily", "0.6",
                          "--num-features", "32", "--num-classes", "8", "--seed", "0"]},
+    # sparse, low homophily, weak features: the neighbourhood decides the label
+    "sbm-sparse": {"train": ["--model", "sage", "--hidden", "64", "--layers", "2", "--dropout", "0.5", "--lr", "0.01",
+                             "--weight-decay", "5e-4", "--epochs", "100", "--eval-every", "5"],
+                   "generate": ["sbm", "--num-nodes", "30000", "--avg-degree", "8", "--homophily", "0.45",
+                                "--num-features", "32", "--feature-signal", "0.1", "--num-classes", "8",
+                                "--seed", "0"]},
 }
-# method id -> (label in the table, grappa-train flags)
-METHODS = {
-    "centralized": ("centralized", ["--method", "centralized"]),
-    "halo": ("halo", ["--method", "halo"]),
-    "grappa": ("grappa", ["--method", "grappa"]),
-    "uw": ("UW (uniform weights)", ["--method", "grappa", "--weighting", "uniform"]),
-    "fp": ("FP (fixed partitions)", ["--method", "grappa", "--schedule", "fixed"]),
-}
+DEFAULT_METHODS = ["centralized", "halo", "grappa", "grappa-uw", "grappa-fp"]
+ALIASES = {"uw": "grappa-uw", "fp": "grappa-fp"}
+# Averaging methods run in the deterministic step mode, so runs are comparable
+# and reproducible; an "epoch" is then one pass over each rank's training nodes.
+AVERAGING_ARGS = "--average-every-steps 5"
 
 
 def sh(cmd: list[str]) -> None:
@@ -249,6 +260,34 @@ def report(a, raw: Path, summary: dict, pred: dict, metric: str, wall: float, tr
     return "\n".join(lines)
 
 
+def _drop(flags: list[str]) -> int:
+    return int(flags[flags.index("--drop-parts") + 1]) if "--drop-parts" in flags else 0
+
+
+def method_runs(a) -> list[tuple[str, str, type, list[str]]]:
+    """(run id, table label, method class, its flags) for every run asked for."""
+    from grappa.train.averaging import ModelAveraging
+    from grappa.train.registry import METHODS
+
+    names = list(METHODS) if a.methods == ["all"] else [ALIASES.get(m, m) for m in a.methods]
+    unknown = [m for m in names if m not in METHODS]
+    if unknown:
+        raise SystemExit(f"compare.py: unknown method(s) {unknown}; registered: {', '.join(METHODS)}")
+    runs = []
+    for name in names:
+        cls = METHODS[name]
+        flags = a.grappa_args.split() if name.startswith("grappa") else []
+        if issubclass(cls, ModelAveraging):
+            flags = a.averaging_args.split()
+            runs.append((name, cls.label, cls, flags))
+            if a.drop_parts:
+                runs.append((f"{name}-drop{a.drop_parts}", f"{cls.label}, {a.drop_parts} of P+{a.drop_parts} "
+                             "parts dropped", cls, [*flags, "--drop-parts", str(a.drop_parts)]))
+            continue
+        runs.append((name, cls.label, cls, flags + [f"--{k.replace('_', '-')}={v}" for k, v in cls.defaults.items()]))
+    return runs
+
+
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
@@ -259,8 +298,12 @@ def main(argv=None) -> None:
     src.add_argument("--raw", help="your raw graph directory (grappa-import / grappa-generate)")
     p.add_argument("--ranks", type=int, default=4, help="P, ranks of every distributed method")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
-                   help="which methods to run (default: all)")
+    p.add_argument("--methods", nargs="+", default=DEFAULT_METHODS,
+                   help=f"registered methods to run, or 'all' (default: {' '.join(DEFAULT_METHODS)})")
+    p.add_argument("--averaging-args", default=AVERAGING_ARGS,
+                   help="flags of the model-averaging methods (default %(default)r)")
+    p.add_argument("--drop-parts", type=int, default=0,
+                   help="also run each averaging method with this many of P + D parts never trained")
     p.add_argument("--chunks-per-rank", type=int, default=4, help="grappa's K = this x P random chunks")
     p.add_argument("--grappa-args", default=GRAPPA_ARGS,
                    help="flags of the full grappa method (default %(default)r); the ablations override one of them")
@@ -271,24 +314,32 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     train_args = (PRESETS[a.preset]["train"] if a.preset else []) + extra
     work, out = Path(a.work), Path(a.out)
+    from grappa.train.registry import partition_spec
+
     raw = prepare_raw(a)
-    random_dir = prepare_partition(raw, work, "random", a.chunks_per_rank * a.ranks, a.partition_ranks)
-    metis_dir = prepare_partition(raw, work, "metis", a.ranks, a.partition_ranks)
-    print(f"[bench] datasets ready in {time.perf_counter() - t0:.0f} s: {raw}, {random_dir}, {metis_dir}", flush=True)
+    runs = method_runs(a)
+    datasets = {}
+    for _, _, cls, flags in runs:
+        spec = partition_spec(cls.name, a.ranks, _drop(flags), a.chunks_per_rank)
+        if spec and spec not in datasets:
+            datasets[spec] = prepare_partition(raw, work, spec[0], spec[1], a.partition_ranks)
+    metis_dir = datasets.get(("metis", a.ranks)) or prepare_partition(raw, work, "metis", a.ranks, a.partition_ranks)
+    print(f"[bench] datasets ready in {time.perf_counter() - t0:.0f} s: {raw}, {sorted(map(str, datasets.values()))}",
+          flush=True)
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
     # One launch for centralized, one (mpirun) for every distributed method:
     # process start-up would otherwise dominate small graphs (run_seeds.py).
     plans: dict[bool, list[dict]] = {False: [], True: []}
-    for mid in a.methods:
-        name, flags = METHODS[mid]
-        data = {"centralized": raw, "halo": metis_dir}.get(flags[1], random_dir)
-        grappa = a.grappa_args.split() if flags[1] == "grappa" else []
+    for run_id, label, cls, flags in runs:
+        spec = partition_spec(cls.name, a.ranks, _drop(flags), a.chunks_per_rank)
+        data = datasets[spec] if spec else raw
         for seed in a.seeds:
-            plans[flags[1] != "centralized"].append({
-                "method": name, "out": str(out / "runs" / mid / f"seed-{seed}"),
-                "args": ["--data", str(data), *train_args, *grappa, *flags, "--seed", str(seed), "--no-progress"]})
+            plans[cls.world_size != "one"].append({
+                "method": label, "out": str(out / "runs" / run_id / f"seed-{seed}"),
+                "args": ["--data", str(data), *train_args, "--method", cls.name, *flags, "--seed", str(seed),
+                         "--no-progress"]})
     for distributed, plan in plans.items():
         if not plan:
             continue
@@ -313,8 +364,8 @@ def main(argv=None) -> None:
     md = report(a, raw, summary, pred, metric, wall, train_args)
     (out / "bench.md").write_text(md)
     (out / "bench.json").write_text(json.dumps({
-        "args": vars(a), "train_args": train_args, "raw": str(raw), "datasets": {"random": str(random_dir),
-                                                                                 "metis": str(metis_dir)},
+        "args": vars(a), "train_args": train_args, "raw": str(raw),
+        "datasets": {f"{m}-k{k}": str(d) for (m, k), d in datasets.items()},
         "target_98pct_of_centralized": 0.98 * central, "summary": summary, "analytic": pred,
         "runs": results, "curves": curves, "wall_s": wall}, indent=2) + "\n")
     plot(out, summary, curves, metric)

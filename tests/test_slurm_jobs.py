@@ -45,3 +45,15 @@ def test_sbatch_centralized_job_completes(tmp_path):
     assert state == "COMPLETED", log
     result = json.loads((out / "result.json").read_text())
     assert result["dataset"] == "cora" and result["epochs"] == 20 and result["test_metric"] > 0.5
+
+
+@pytest.mark.mpi
+def test_sbatch_generic_train_job_makes_the_partition_the_method_needs(tmp_path):
+    out = tmp_path / "run"
+    state, log = sbatch("train.slurm", tmp_path, METHOD="psgd-pa", RANKS=2, RAW=tmp_path / "cora", OUT=out,
+                        EPOCHS=5, EXTRA="--average-every-steps 1")
+    assert state == "COMPLETED", log
+    result = json.loads((out / "result.json").read_text())
+    assert result["method"] == "psgd-pa" and result["partition_method"] == "metis" and result["num_chunks"] == 2
+    assert (tmp_path / "cora-metis-k2" / "manifest.json").exists()
+    assert set(result["train_bytes_by_category"]) == {"train_param"}

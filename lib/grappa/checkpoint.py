@@ -1,15 +1,23 @@
 """Atomic checkpoints: write to a temporary name, fsync, rename; keep the last N.
 
-A checkpoint holds what every rank needs to continue identically: model and
-optimizer state (replicas are identical under gradient allreduce, so rank 0
+A checkpoint is a plain dict (tensors, numbers, strings, lists, dicts) and is
+loaded with ``torch.load(weights_only=True)``: a checkpoint file can never
+run code. It holds what every rank needs to continue identically: the
+method's state (model, optimizer, ...; identical on every rank, so rank 0
 saves one copy), the position (epoch, step), the loop's bookkeeping and the
-metrics so far. Randomness is derived from (seed, epoch, rank, step), so no
-RNG state needs saving and a different world size resumes cleanly.
+configuration. A method whose ranks hold different state (local optimizers
+between model averagings) also writes one ``.rankR`` file per rank, before
+rank 0 writes the main file, which is the commit point. Randomness is derived
+from (seed, epoch, rank, step), so most methods need no RNG state.
+
+A latest checkpoint that cannot be read falls back to the previous one, with
+a warning naming the bad file.
 """
 from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 
 import torch
@@ -17,18 +25,40 @@ import torch
 _NAME = re.compile(r"ckpt-(\d{6})-(\d{6})\.pt$")
 
 
-def save_checkpoint(directory, state: dict, keep: int = 3) -> Path:
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    path = d / f"ckpt-{state['epoch']:06d}-{state['step']:06d}.pt"
-    tmp = d / f".{path.name}.tmp-{os.getpid()}"
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     with open(tmp, "wb") as f:
-        torch.save(state, f)
+        torch.save(obj, f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def checkpoint_path(directory, epoch: int, step: int) -> Path:
+    return Path(directory) / f"ckpt-{epoch:06d}-{step:06d}.pt"
+
+
+def rank_path(main: Path, rank: int) -> Path:
+    return main.with_name(f"{main.name}.rank{rank}")
+
+
+def save_rank_state(directory, epoch: int, step: int, rank: int, state: dict) -> Path:
+    """One rank's own state; call on every rank before ``save_checkpoint``."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    path = rank_path(checkpoint_path(d, epoch, step), rank)
+    _atomic_save(state, path)
+    return path
+
+
+def save_checkpoint(directory, state: dict, keep: int = 3) -> Path:
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    path = checkpoint_path(d, state["epoch"], state["step"])
+    _atomic_save(state, path)
     for old in list_checkpoints(d)[:-keep]:
-        old.unlink(missing_ok=True)
+        for f in [old, *old.parent.glob(old.name + ".rank*")]:
+            f.unlink(missing_ok=True)
     return path
 
 
@@ -40,8 +70,20 @@ def list_checkpoints(directory) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def load_checkpoint(path) -> dict:
+    """Load one checkpoint file (no code runs: weights_only)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def load_latest(directory) -> dict | None:
-    ckpts = list_checkpoints(directory)
-    if not ckpts:
-        return None
-    return torch.load(ckpts[-1], weights_only=False)
+    """The newest readable checkpoint (``path`` added), or None."""
+    for path in reversed(list_checkpoints(directory)):
+        try:
+            state = load_checkpoint(path)
+        except Exception as e:  # truncated, corrupt or not a plain-data checkpoint
+            print(f"warning: {path}: cannot load checkpoint ({type(e).__name__}: {str(e)[:200]}); "
+                  "falling back to the previous one", file=sys.stderr)
+            continue
+        state["path"] = str(path)
+        return state
+    return None

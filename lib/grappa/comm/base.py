@@ -5,7 +5,7 @@ fixed, documented cost model (see docs/ARCHITECTURE.md, "Counting bytes"):
 
     allreduce   2 (P-1)/P * n   ring reduce-scatter + allgather
     allgather   (P-1) * n_own   each rank's block travels to every other rank
-    broadcast   root: (P-1) * n, others 0
+    broadcast   root: (P-1) * n, others 0 (also the non-blocking ibroadcast)
     alltoallv   sum of the bytes addressed to other ranks
     barrier     0
 
@@ -64,6 +64,22 @@ class ByteCounter:
         return sum(v for k, v in self.bytes.items() if k.startswith(prefix))
 
 
+class Pending:
+    """A non-blocking collective in flight: ``test()`` polls without blocking,
+    ``wait()`` blocks and returns the result."""
+
+    def __init__(self, result: torch.Tensor, test=lambda: True, wait=None):
+        self._result, self._test, self._wait = result, test, wait
+
+    def test(self) -> bool:
+        return bool(self._test())
+
+    def wait(self) -> torch.Tensor:
+        if self._wait is not None:
+            self._result, self._wait = self._wait(), None
+        return self._result
+
+
 def nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
@@ -91,6 +107,15 @@ class Comm:
     def broadcast(self, t: torch.Tensor, root: int = 0, category: str = "other") -> torch.Tensor:
         self.counter.add(category, (self.size - 1) * nbytes(t) if self.rank == root else 0)
         return self._broadcast(t, root) if self.size > 1 else t.clone()
+
+    def ibroadcast(self, t: torch.Tensor, root: int = 0, category: str = "other", name: str = "") -> Pending:
+        """Non-blocking broadcast: every rank posts it (non-roots early, to poll
+        with ``test()``); it completes once the root has posted its value.
+        ``name`` must be the same on every rank and new for every call."""
+        self.counter.add(category, (self.size - 1) * nbytes(t) if self.rank == root else 0)
+        if self.size == 1:
+            return Pending(t.clone())
+        return self._ibroadcast(t, root, name)
 
     def alltoallv(self, t: torch.Tensor, splits: list[int], category: str = "other"):
         """Send rows ``t[sum(splits[:j]) : sum(splits[:j+1])]`` to rank j.
@@ -128,6 +153,9 @@ class Comm:
         raise NotImplementedError
 
     def _alltoallv(self, t, splits):
+        raise NotImplementedError
+
+    def _ibroadcast(self, t, root, name) -> Pending:
         raise NotImplementedError
 
     def _barrier(self):

@@ -8,7 +8,7 @@ import socket
 import torch
 import torch.distributed as dist
 
-from grappa.comm.base import AVERAGE, MAX, MIN, SUM, Comm, env_rank_size
+from grappa.comm.base import AVERAGE, MAX, MIN, SUM, Comm, Pending, env_rank_size
 
 
 def _free_port() -> int:
@@ -61,6 +61,11 @@ class GlooComm(Comm):
         out = t.detach().clone()
         dist.broadcast(out, src=root)
         return out
+
+    def _ibroadcast(self, t, root, name):
+        out = t.detach().clone()
+        work = dist.broadcast(out, src=root, async_op=True)
+        return Pending(out, work.is_completed, lambda: (work.wait(), out)[1])
 
     def _alltoallv(self, t, splits):
         send = torch.tensor(splits, dtype=torch.int64)

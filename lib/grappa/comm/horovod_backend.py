@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from grappa.comm.base import AVERAGE, MAX, MIN, SUM, Comm
+from grappa.comm.base import AVERAGE, MAX, MIN, SUM, Comm, Pending
 
 
 class HorovodComm(Comm):
@@ -30,6 +30,10 @@ class HorovodComm(Comm):
 
     def _broadcast(self, t, root):
         return self.hvd.broadcast(t, root_rank=root)
+
+    def _ibroadcast(self, t, root, name):
+        h = self.hvd.broadcast_async(t.detach().clone(), root_rank=root, name=name or None)
+        return Pending(t, lambda: self.hvd.poll(h), lambda: self.hvd.synchronize(h))
 
     def _alltoallv(self, t, splits):
         out = self.hvd.alltoall(t, splits=torch.tensor(splits, dtype=torch.int32))

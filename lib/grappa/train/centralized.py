@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from grappa.comm import Comm
 from grappa.models import LayerwiseGNN, graph_args, layerwise_inference
 from grappa.sampling import NeighborSampler
 from grappa.train.data import GraphData
 from grappa.train.evaluate import compute_metric, loss_fn
+from grappa.train.method import Method
 
 
 def full_graph_logits(model, data: GraphData, eval_batch_size: int, graph: tuple | None = None) -> torch.Tensor:
@@ -22,11 +22,17 @@ def full_graph_logits(model, data: GraphData, eval_batch_size: int, graph: tuple
         return model(data.x, *(graph or (data.edge_index,)))
 
 
-class CentralizedMethod:
-    def __init__(self, cfg, comm: Comm, data: GraphData, model, optimizer):
+class CentralizedMethod(Method):
+    """One process, the whole graph: the reference. No options; reads a raw graph."""
+
+    name, label = "centralized", "centralized"
+    input, partition, categories = "raw", None, ()
+    world_size, stops_on_signal = "one", False
+
+    def __init__(self, cfg, comm, data: GraphData, model, optimizer, stop_flag=lambda: False):
         if comm.size != 1:
             raise ValueError("--method centralized runs in one process; launch it without mpirun")
-        self.cfg, self.data, self.model, self.opt = cfg, data, model, optimizer
+        super().__init__(cfg, comm, data, model, optimizer, stop_flag)
         self.task = data.info.task
         self.train_idx = torch.from_numpy(data.train_idx)
         self.rng = np.random.default_rng(cfg.seed)
@@ -60,3 +66,17 @@ class CentralizedMethod:
         v, t = self.data.val_idx, self.data.test_idx
         return (compute_metric(self.task, logits[v], self.data.y[v]),
                 compute_metric(self.task, logits[t], self.data.y[t]))
+
+    def state_dict(self) -> dict:
+        # The epoch order and the sampler draw from sequential generators, and
+        # dropout from torch's: their states make a resumed run exact.
+        return {**super().state_dict(), "order_rng": self.rng.bit_generator.state,
+                "sampler_rng": self.sampler.rng.bit_generator.state if self.sampler else None,
+                "torch_rng": torch.get_rng_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.rng.bit_generator.state = state["order_rng"]
+        if self.sampler:
+            self.sampler.rng.bit_generator.state = state["sampler_rng"]
+        torch.set_rng_state(state["torch_rng"])

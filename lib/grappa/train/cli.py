@@ -3,15 +3,24 @@
     grappa-train --data data/cora --method centralized --model gcn --out runs/cora-gcn
     grappa-train --data data/cora --model sage --batch-size 64 --fanouts 10 10
     mpirun -np 4 grappa-train --method grappa --data data/cora-k16 --out runs/cora-grappa
+    mpirun -np 4 grappa-train --method random-tma --data data/cora-k16 --average-every-seconds 5
 
---method centralized reads a raw graph (grappa-import / grappa-generate);
---method grappa reads a partitioned dataset (data_prep/partition.py);
---method halo (exact distributed full-graph training with halo exchange,
-the reference) reads one partitioned with --method metis --num-chunks P.
-A grappa run checkpoints at every super-epoch boundary into OUT/checkpoints;
---resume continues from the latest one (any number of ranks). SIGUSR1 or
-SIGTERM makes every rank checkpoint after the current step and exit with
-status 99, which jobs/train_grappa.slurm turns into a requeue.
+Methods (grappa.train.registry; each declares the input it reads):
+  centralized            one process, a raw graph (grappa-import / grappa-generate)
+  halo                   exact distributed full-graph training; METIS partition, K = P
+  grappa                 gradient-only training on random chunks (K >= P); grappa-uw and
+                         grappa-fp are its UW (uniform weights) and FP (fixed partitions) ablations
+  psgd-pa                model averaging on METIS parts (K = P)
+  random-tma             time-based model averaging on random chunks (K >= P)
+  super-tma              time-based model averaging on METIS super-node chunks (metis-super)
+When the dataset does not fit the method, the error names the partition
+command to run. Each method's own flags are in its section below.
+
+Every method checkpoints at its natural boundary into OUT/checkpoints (and
+at the end); --resume continues from the latest one (with another number of
+ranks where the method allows it). SIGUSR1 or SIGTERM makes every rank of a
+distributed method checkpoint after the current step and exit with status
+99, which jobs/train_grappa.slurm turns into a requeue.
 
 Outputs in --out: result.json (summary), metrics.jsonl and metrics.csv (one
 row per epoch: loss, metrics, time, bytes sent by category).
@@ -28,23 +37,21 @@ import numpy as np
 import torch
 
 from grappa.atomic import prepare_output_dir
-from grappa.checkpoint import load_latest, save_checkpoint
+from grappa.checkpoint import load_checkpoint, load_latest, rank_path, save_checkpoint, save_rank_state
 from grappa.cli_util import reports_input_errors
 from grappa.comm import BACKENDS, ByteCounter, Comm, make_comm
 from grappa.comm.base import env_rank_size, threads_per_rank
 from grappa.errors import InputError
 from grappa.models import MODELS, build_model
-from grappa.partition.schedule import SCHEDULES
-from grappa.train.centralized import CentralizedMethod
-from grappa.train.config import TrainConfig
+from grappa.shards.format import load_manifest
+from grappa.train.config import OPTIMIZERS, TrainConfig, make_optimizer
 from grappa.train.data import load_graph
 from grappa.train.evaluate import metric_name
-from grappa.train.grappa_method import WEIGHTINGS, GrappaMethod, StopRequested
-from grappa.train.halo_method import HaloMethod
-from grappa.train.loop import LoopState, build_result, reset_peak_rss, run_epochs, write_result
+from grappa.train.loop import LoopState, StopRequested, build_result, reset_peak_rss, run_epochs, write_result
+from grappa.train.method import ShardedData, add_option_flags, options_from_args, raw_graph_hint, shards_hint
 from grappa.train.metrics_log import MetricsLog
+from grappa.train.registry import METHODS, option_groups, resolve
 
-METHODS = ("centralized", "grappa", "halo")
 REQUEUE_EXIT = 99
 
 
@@ -52,15 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
     p = argparse.ArgumentParser(prog="grappa-train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="raw graph directory (grappa-import / grappa-generate)")
+    p.add_argument("--data", required=True, help="raw graph or partitioned dataset directory (the method says which)")
     p.add_argument("--out", default=d.out, help="output directory (default %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
-    p.add_argument("--method", default=d.method, choices=METHODS)
+    p.add_argument("--method", default=d.method, choices=list(METHODS))
     p.add_argument("--model", default=d.model, choices=MODELS)
     p.add_argument("--hidden", type=int, default=d.hidden, help="hidden width (GAT: per head)")
     p.add_argument("--layers", type=int, default=d.layers)
     p.add_argument("--dropout", type=float, default=d.dropout)
     p.add_argument("--heads", type=int, default=d.heads, help="GAT attention heads")
+    p.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS, help="sgd: plain SGD, no momentum")
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--epochs", type=int, default=d.epochs)
@@ -72,24 +80,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="nodes per layer-wise inference batch (graphs larger than this use it)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--backend", default=d.backend, choices=BACKENDS, help="communication backend")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument("--checkpoint-keep", type=int, default=d.checkpoint_keep, help="checkpoints kept")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    g = p.add_argument_group("grappa")
-    g.add_argument("--schedule", default=d.schedule, choices=SCHEDULES, help="chunk sets per super-epoch")
-    g.add_argument("--repartition-every", type=int, default=d.repartition_every,
-                   help="epochs per super-epoch (0 = never repartition)")
-    g.add_argument("--weighting", default=d.weighting, choices=WEIGHTINGS, help="gradient aggregation weights")
-    g.add_argument("--shrinkage-lambda", type=float, default=d.shrinkage_lambda)
-    g.add_argument("--halo-hops", type=int, default=d.halo_hops, choices=[0, 1],
-                   help="1: also read 1-hop halo features from shards (file I/O at repartition)")
-    g.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
-    g.add_argument("--checkpoint-keep", type=int, default=d.checkpoint_keep)
+    p.set_defaults(option_fields=add_option_flags(p, option_groups()))
     return p
 
 
 def config_from_args(a) -> TrainConfig:
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"options"}
     cfg = TrainConfig(**{k: v for k, v in vars(a).items() if k in fields})
     cfg.progress = not a.no_progress
+    cfg.options = options_from_args(resolve(cfg.method), a, a.option_fields)
     if cfg.layers < 1 or cfg.epochs < 1:
         raise InputError("--layers/--epochs", "must be at least 1")
     if cfg.method == "halo" and cfg.batch_size:
@@ -97,45 +99,6 @@ def config_from_args(a) -> TrainConfig:
     if cfg.batch_size and len(cfg.fanouts) < cfg.layers:
         raise InputError("--fanouts", f"needs one fan-out per layer ({cfg.layers}), got {cfg.fanouts}")
     return cfg
-
-
-def run(cfg: TrainConfig, comm: Comm | None = None) -> dict:
-    """Train as ``cfg`` says and return the result record. ``comm``: reuse an
-    open communicator (several runs in one launch, as the benchmark does); it
-    is left open and its byte counters restart from zero."""
-    if comm is not None:
-        comm.counter = ByteCounter()
-        reset_peak_rss()
-    if cfg.method in ("grappa", "halo"):
-        return run_distributed(cfg, comm)
-    t_start = time.perf_counter()
-    data = load_graph(cfg.data)  # validates before anything is written
-    out = prepare_output_dir(cfg.out, cfg.overwrite)
-    own_comm = comm is None
-    comm = comm or make_comm(cfg.backend)
-    torch.set_num_threads(threads_per_rank())
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    info = data.info
-    model = build_model(cfg.model, info.num_features, cfg.hidden, info.num_classes, cfg.layers,
-                        cfg.dropout, cfg.heads)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    method = CentralizedMethod(cfg, comm, data, model, opt)
-    if comm.rank == 0:
-        if out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True)
-    log = MetricsLog(out, enabled=comm.rank == 0)
-    try:
-        st = run_epochs(cfg, comm, model, method.train_epoch, method.evaluate, log)
-    finally:
-        log.close()
-    result = build_result(cfg, comm, st, info.name, metric_name(info.task), time.perf_counter() - t_start)
-    if comm.rank == 0:
-        write_result(out, result)
-    if own_comm:
-        comm.shutdown()
-    return result
 
 
 def _agree_on_input(comm, fn):
@@ -153,33 +116,38 @@ def _agree_on_input(comm, fn):
         raise SystemExit(2)
 
 
-def run_distributed(cfg: TrainConfig, comm: Comm | None = None) -> dict:
-    """Grappa or halo-exchange training on a partitioned dataset, under mpirun/srun."""
-    import signal
-
-    from grappa.shards.format import load_manifest
+def check_input(cfg: TrainConfig, cls, world_size: int) -> None:
+    """Everything that can be wrong with the input, before anything is written."""
     from grappa.shards.validate import validate_dataset
 
-    t_start = time.perf_counter()
-    own_comm = comm is None
-    comm = comm or make_comm(cfg.backend)
-    out = Path(cfg.out)
-    ckpt_dir = out / "checkpoints"
+    d = Path(cfg.data)
+    if cls.input == "raw":
+        if not (d / "graph.json").exists():
+            raise raw_graph_hint(d)
+    else:
+        parts = cls.parts_for(cfg.options, world_size)
+        if not (d / "manifest.json").exists():
+            raise shards_hint(d, cls.name, cls.partition, parts)
+        validate_dataset(d)
+        cls.check_partition(ShardedData(d, load_manifest(d)), world_size, parts)
+    ckpt_dir = Path(cfg.out) / "checkpoints"
+    if not cfg.resume:
+        prepare_output_dir(cfg.out, cfg.overwrite)
+        return
+    ck = load_latest(ckpt_dir)
+    if ck is None:
+        raise InputError(ckpt_dir, "--resume given but no checkpoint found", "drop --resume to start fresh")
+    if ck.get("method", cfg.method) != cfg.method:
+        raise InputError(ck["path"], f"checkpoint of --method {ck['method']}, not {cfg.method}",
+                         f"resume with --method {ck['method']} or choose another --out")
+    if not cls.resume_any_world_size and ck["world_size"] != world_size:
+        raise InputError(ck["path"], f"--method {cls.name} resumes only on the {ck['world_size']} ranks that "
+                         f"wrote it, not {world_size}", f"launch with -np {ck['world_size']}")
 
-    def check():
-        validate_dataset(cfg.data)
-        if cfg.resume and load_latest(ckpt_dir) is None:
-            raise InputError(ckpt_dir, "--resume given but no checkpoint found", "drop --resume to start fresh")
-        if not cfg.resume:
-            prepare_output_dir(out, cfg.overwrite)
 
-    _agree_on_input(comm, check)
-    manifest = load_manifest(cfg.data)
-    torch.set_num_threads(threads_per_rank())
-    torch.manual_seed(cfg.seed)  # identical initial replicas on every rank
-    model = build_model(cfg.model, manifest["num_features"], cfg.hidden, manifest["num_classes"], cfg.layers,
-                        cfg.dropout, cfg.heads)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+def _install_stop_handlers() -> dict:
+    import signal
+
     stop = {"flag": False}
 
     def on_signal(signum, frame):
@@ -187,34 +155,53 @@ def run_distributed(cfg: TrainConfig, comm: Comm | None = None) -> dict:
 
     signal.signal(signal.SIGUSR1, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    method_cls = GrappaMethod if cfg.method == "grappa" else HaloMethod
-    method = method_cls(cfg, comm, cfg.data, manifest, model, opt, stop_flag=lambda: stop["flag"])
-    state = LoopState()
-    if cfg.resume:
-        ck = load_latest(ckpt_dir)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        state = ck["loop"]
-        state.epoch = ck["epoch"]
-        method.start_step = ck["step"]
-    elif comm.rank == 0:
+    return stop
+
+
+def run(cfg: TrainConfig, comm: Comm | None = None) -> dict:
+    """Train as ``cfg`` says and return the result record. ``comm``: reuse an
+    open communicator (several runs in one launch, as the benchmark does); it
+    is left open and its byte counters restart from zero."""
+    if comm is not None:
+        comm.counter = ByteCounter()
+        reset_peak_rss()
+    t_start = time.perf_counter()
+    cls = resolve(cfg.method)
+    if cfg.options is None:
+        cfg.options = cls.make_options({})
+    own_comm = comm is None
+    comm = comm or make_comm(cfg.backend)
+    out, ckpt_dir = Path(cfg.out), Path(cfg.out) / "checkpoints"
+    _agree_on_input(comm, lambda: check_input(cfg, cls, comm.size))
+    if cls.input == "raw":
+        data = load_graph(cfg.data)
+        info = data.info
+        dims, name, task, extra = (info.num_features, info.num_classes), info.name, info.task, {}
+    else:
+        data = ShardedData(Path(cfg.data), load_manifest(cfg.data))
+        m = data.manifest
+        dims, name, task = (m["num_features"], m["num_classes"]), m["graph"]["name"], m["task"]
+        extra = dict(num_chunks=m["num_chunks"], partition_method=m["method"])
+    torch.set_num_threads(threads_per_rank())
+    torch.manual_seed(cfg.seed)  # identical initial replicas on every rank
+    np.random.seed(cfg.seed)
+    model = build_model(cfg.model, dims[0], cfg.hidden, dims[1], cfg.layers, cfg.dropout, cfg.heads)
+    opt = make_optimizer(cfg, model.parameters())
+    stop = _install_stop_handlers() if cls.stops_on_signal else {"flag": False}
+    method = cls(cfg, comm, data, model, opt, stop_flag=lambda: stop["flag"])
+    state = _resume(method, ckpt_dir, comm.rank) if cfg.resume else LoopState()
+    if not cfg.resume and comm.rank == 0:
         if out.exists():
             shutil.rmtree(out)
         out.mkdir(parents=True)
     comm.barrier()
 
     def checkpoint(epoch, step, st):
-        if comm.rank == 0:
-            save_checkpoint(ckpt_dir, {"epoch": epoch, "step": step, "model": model.state_dict(),
-                                       "optimizer": opt.state_dict(), "loop": st, "config": cfg.to_dict(),
-                                       "world_size": comm.size}, keep=cfg.checkpoint_keep)
-        comm.barrier()
+        _save(method, cfg, comm, ckpt_dir, epoch, step, st)
 
     log = MetricsLog(out, enabled=comm.rank == 0)
     try:
-        st = run_epochs(cfg, comm, model, method.train_epoch, method.evaluate, log, state,
-                        checkpoint=checkpoint, is_boundary=method.is_boundary,
-                        stop_pending=lambda: method.stop_pending)
+        st = run_epochs(cfg, comm, method, log, state, checkpoint=checkpoint)
     except StopRequested:
         log.close()
         if own_comm:
@@ -222,17 +209,9 @@ def run_distributed(cfg: TrainConfig, comm: Comm | None = None) -> dict:
         raise SystemExit(REQUEUE_EXIT) from None
     log.close()
     checkpoint(cfg.epochs, 0, st)  # the final state, so --resume after the end is a no-op
-    extra = {}
-    if cfg.method == "grappa":
-        extra = dict(weighting=cfg.weighting, schedule=cfg.schedule, repartition_every=cfg.repartition_every,
-                     switch_time_s_total=sum(method.switch_times))
-    else:
-        rows = comm.allreduce(torch.tensor([float(method.plan.rows_sent)], dtype=torch.float64), category="control")
-        extra = dict(halo_rows_sent_per_layer_mean=float(rows[0]) / comm.size)
-    result = build_result(cfg, comm, st, manifest["graph"]["name"], metric_name(manifest["task"]),
-                          time.perf_counter() - t_start, num_chunks=manifest["num_chunks"],
-                          partition_method=manifest["method"], **extra,
-                          bytes_total_by_category=dict(comm.counter.bytes),
+    result = build_result(cfg, comm, st, name, metric_name(task), time.perf_counter() - t_start,
+                          method_label=cls.label, train_categories=list(cls.categories), **extra,
+                          **method.result_extra(), bytes_total_by_category=dict(comm.counter.bytes),
                           final_model_sha256=_state_digest(model))
     if comm.rank == 0:
         write_result(out, result)
@@ -241,6 +220,35 @@ def run_distributed(cfg: TrainConfig, comm: Comm | None = None) -> dict:
     if own_comm:
         comm.shutdown()
     return result
+
+
+_RESERVED = ("format", "epoch", "step", "method", "world_size", "config", "loop")
+
+
+def _save(method, cfg, comm, ckpt_dir: Path, epoch: int, step: int, st: LoopState) -> None:
+    """Per-rank state first (if any), then rank 0's main file: the commit point."""
+    mine = method.rank_state_dict()
+    if mine is not None:
+        save_rank_state(ckpt_dir, epoch, step, comm.rank, mine)
+        comm.barrier()
+    if comm.rank == 0:
+        state = method.state_dict()
+        assert not set(state) & set(_RESERVED), f"method state may not use the keys {_RESERVED}"
+        save_checkpoint(ckpt_dir, {"format": "grappa-checkpoint/1", "epoch": epoch, "step": step,
+                                   "method": cfg.method, "world_size": comm.size, "config": cfg.to_dict(),
+                                   "loop": st.to_dict(), **state}, keep=cfg.checkpoint_keep)
+    comm.barrier()
+
+
+def _resume(method, ckpt_dir: Path, rank: int) -> LoopState:
+    ck = load_latest(ckpt_dir)
+    method.load_state_dict(ck)
+    if method.rank_state_dict() is not None:
+        method.load_rank_state_dict(load_checkpoint(rank_path(Path(ck["path"]), rank)))
+    method.start_step = ck["step"]
+    state = LoopState.from_dict(ck["loop"])
+    state.epoch = ck["epoch"]
+    return state
 
 
 def _state_digest(model) -> str:

@@ -1,12 +1,20 @@
-"""Training configuration: one dataclass, filled from the command line."""
+"""Training configuration: the fields every method shares, filled from the
+command line; a method's own options live in its ``Options`` dataclass
+(``cfg.options``, see ``grappa.train.method``)."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+OPTIMIZERS = ("adam", "sgd")
 
 
 @dataclass
 class TrainConfig:
-    data: str = ""  # raw graph directory
+    data: str = ""  # raw graph directory or partitioned dataset (the method says which)
     out: str = "runs/latest"
     method: str = "centralized"
     model: str = "gcn"
@@ -14,6 +22,7 @@ class TrainConfig:
     layers: int = 2
     dropout: float = 0.5
     heads: int = 8  # GAT only
+    optimizer: str = "adam"  # adam | sgd (plain SGD: no momentum)
     lr: float = 0.01
     weight_decay: float = 5e-4
     epochs: int = 200
@@ -24,16 +33,20 @@ class TrainConfig:
     eval_batch_size: int = 1 << 16  # nodes per layer-wise inference batch
     seed: int = 0
     backend: str = "auto"
-    # grappa (distributed methods)
-    schedule: str = "sweep"  # sweep | shuffle | fixed
-    repartition_every: int = 50  # epochs per super-epoch; 0 = never
-    weighting: str = "node"  # uniform | coverage | shrinkage | node (node measured best: docs/BENCHMARKS.md)
-    shrinkage_lambda: float = 0.5
-    halo_hops: int = 0  # 1: read 1-hop halo features from shards at repartition time
     resume: bool = False
     checkpoint_keep: int = 3
     overwrite: bool = False
     progress: bool = True
+    options: Any = None  # the method's Options dataclass instance
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "options"}
+        d["fanouts"] = list(self.fanouts)
+        d["options"] = asdict(self.options) if dataclasses.is_dataclass(self.options) else {}
+        return d
+
+
+def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -11,47 +11,78 @@ Randomness (dropout, seed order, sampling) is derived from
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from grappa.comm import Comm
+from grappa.errors import InputError
 from grappa.graph.raw import SPLIT_TRAIN
 from grappa.models import LayerwiseGNN, graph_args
-from grappa.partition.schedule import chunk_sets, owner_of_chunks
+from grappa.partition.schedule import SCHEDULES, chunk_sets, owner_of_chunks
 from grappa.sampling import NeighborSampler
 from grappa.shards.assemble import load_chunk_set
 from grappa.train.distributed_eval import DistributedEvaluator
 from grappa.train.evaluate import loss_fn
 from grappa.train.halo_exchange import HaloPlan
 from grappa.train.loop import StopRequested
+from grappa.train.method import Method
 from grappa.train.steps import allreduce_gradients, step_seed
 
 WEIGHTINGS = ("uniform", "coverage", "shrinkage", "node")
 
 
-class GrappaMethod:
-    def __init__(self, cfg, comm: Comm, dataset_dir, manifest: dict, model, optimizer, stop_flag=lambda: False):
-        if cfg.weighting not in WEIGHTINGS:
-            raise ValueError(f"unknown weighting {cfg.weighting!r}; choose one of {WEIGHTINGS}")
-        self.cfg, self.comm, self.dir, self.model, self.opt = cfg, comm, dataset_dir, model, optimizer
+@dataclass
+class GrappaOptions:
+    """Grappa: chunk-set schedule, repartition period, gradient weighting."""
+
+    schedule: str = field(default="sweep", metadata={"help": "chunk sets per super-epoch", "choices": SCHEDULES})
+    repartition_every: int = field(default=50, metadata={"help": "epochs per super-epoch (0 = never repartition)"})
+    # node: measured best in every case (docs/BENCHMARKS.md)
+    weighting: str = field(default="node", metadata={"help": "gradient aggregation weights", "choices": WEIGHTINGS})
+    shrinkage_lambda: float = field(default=0.5, metadata={"help": "shrinkage weighting: pull toward equal, in [0, 1]"})
+    halo_hops: int = field(default=0, metadata={"help": "1: also read 1-hop halo features from the shards at "
+                                                        "repartition (file I/O)", "choices": [0, 1]})
+
+    def __post_init__(self):
+        if self.repartition_every < 0:
+            raise InputError("--repartition-every", f"must be >= 0, got {self.repartition_every}")
+        if not 0.0 <= self.shrinkage_lambda <= 1.0:
+            raise InputError("--shrinkage-lambda", f"must be in [0, 1], got {self.shrinkage_lambda}")
+
+
+class GrappaMethod(Method):
+    """Gradient-only training on random chunk sets, repartitioned at checkpoint barriers.
+
+    Args (``GrappaOptions``):
+        schedule (str): ``sweep`` | ``shuffle`` | ``fixed`` (default ``sweep``).
+        repartition_every (int): epochs per super-epoch; 0 = never (default 50).
+        weighting (str): ``uniform`` | ``coverage`` | ``shrinkage`` | ``node`` (default ``node``).
+        shrinkage_lambda (float): for ``shrinkage`` (default 0.5).
+        halo_hops (int): 1 reads 1-hop halo features from the shards (default 0).
+    """
+
+    name, label, Options = "grappa", "grappa", GrappaOptions
+    partition = "random"
+    categories = ("train_grad",)
+
+    def __init__(self, cfg, comm, data, model, optimizer, stop_flag=lambda: False):
+        super().__init__(cfg, comm, data, model, optimizer, stop_flag)
+        self.dir, manifest = data.directory, data.manifest
         self.k, self.task = manifest["num_chunks"], manifest["task"]
         if self.k < comm.size:
             raise ValueError(f"{self.k} chunks cannot feed {comm.size} ranks: re-partition with K >= P")
-        self.stop_flag = stop_flag
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.super_epoch = None
         self.switch_times: list[float] = []
-        self.start_step = 0  # set by the loop when resuming mid-epoch
-        self.stop_pending = False  # a stop arrived on an epoch's last step: finish the epoch first
 
     # ------------------------------------------------------------ super-epochs
     def super_epoch_of(self, epoch: int) -> int:
-        r = self.cfg.repartition_every
-        return 0 if r <= 0 or self.cfg.schedule == "fixed" else epoch // r
+        r = self.opts.repartition_every
+        return 0 if r <= 0 or self.opts.schedule == "fixed" else epoch // r
 
     def is_boundary(self, epoch: int) -> bool:
-        """True when ``epoch`` starts a new super-epoch (a repartition follows)."""
+        """True when ``epoch`` starts a new super-epoch (checkpoint, then repartition)."""
         return epoch > 0 and self.super_epoch_of(epoch) != self.super_epoch_of(epoch - 1)
 
     def load_super_epoch(self, epoch: int) -> None:
@@ -60,8 +91,8 @@ class GrappaMethod:
             return
         t0 = time.perf_counter()
         self.comm.barrier()
-        self.sets = chunk_sets(self.cfg.schedule, self.k, self.comm.size, s, self.cfg.seed)
-        self.local = load_chunk_set(self.dir, self.sets[self.comm.rank], halo=self.cfg.halo_hops > 0)
+        self.sets = chunk_sets(self.opts.schedule, self.k, self.comm.size, s, self.cfg.seed)
+        self.local = load_chunk_set(self.dir, self.sets[self.comm.rank], halo=self.opts.halo_hops > 0)
         lg = self.local
         self.train_nodes = np.flatnonzero(lg.split == SPLIT_TRAIN)
         cov = lg.coverage[self.train_nodes]
@@ -74,7 +105,7 @@ class GrappaMethod:
         self.steps = max(self.steps, 1)
         self.sampler = NeighborSampler(lg.csr, self.cfg.fanouts[: self.cfg.layers], 0) if bs else None
         self.graph = None
-        if not bs and self.cfg.halo_hops and isinstance(self.model, LayerwiseGNN):
+        if not bs and self.opts.halo_hops and isinstance(self.model, LayerwiseGNN):
             # Owned nodes have all their in-edges: normalise with the true (global) degrees.
             self.graph = self.model.graph_global(lg.edge_index, len(lg.global_id),
                                                  torch.from_numpy(lg.global_in_degree), lg.num_owned)
@@ -89,13 +120,13 @@ class GrappaMethod:
         if len(seeds) == 0:
             return 0.0
         c = float(self.local.coverage[seeds].mean())
-        w = self.cfg.weighting
+        w = self.opts.weighting
         if w == "uniform":
             return 1.0
         if w == "coverage":
             return c
         if w == "shrinkage":
-            lam = self.cfg.shrinkage_lambda
+            lam = self.opts.shrinkage_lambda
             return (1 - lam) * c + lam * self.mean_c
         return float(self.local.coverage[seeds].sum())  # node: sum of a_v, loss is the a_v-weighted mean
 
@@ -114,7 +145,7 @@ class GrappaMethod:
             nodes = torch.from_numpy(sub.nodes)
             out = self.model(lg.x[nodes], sub.edge_index)[: sub.num_seeds]
             y = lg.y[nodes[: sub.num_seeds]]
-        node_w = torch.from_numpy(lg.coverage[seeds]).float() if self.cfg.weighting == "node" else None
+        node_w = torch.from_numpy(lg.coverage[seeds]).float() if self.opts.weighting == "node" else None
         loss = loss_fn(self.task, out, y, node_w)
         loss.backward()
         for p in self.params:
@@ -172,4 +203,22 @@ class GrappaMethod:
         return self.evaluator.metrics(self.model, lg.y[: lg.num_owned], lg.split, self.task)
 
 
-__all__ = ["GrappaMethod", "StopRequested", "WEIGHTINGS"]
+    def result_extra(self) -> dict:
+        o = self.opts
+        return dict(weighting=o.weighting, schedule=o.schedule, repartition_every=o.repartition_every,
+                    switch_time_s_total=sum(self.switch_times))
+
+
+class GrappaUW(GrappaMethod):
+    """Ablation UW: uniform weights (no coverage correction)."""
+
+    name, label, defaults = "grappa-uw", "UW (uniform weights)", {"weighting": "uniform"}
+
+
+class GrappaFP(GrappaMethod):
+    """Ablation FP: fixed partitions (never repartition)."""
+
+    name, label, defaults = "grappa-fp", "FP (fixed partitions)", {"schedule": "fixed"}
+
+
+__all__ = ["GrappaMethod", "GrappaUW", "GrappaFP", "GrappaOptions", "StopRequested", "WEIGHTINGS"]

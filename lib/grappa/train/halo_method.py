@@ -20,7 +20,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from grappa.comm import Comm
 from grappa.errors import InputError
 from grappa.graph.raw import SPLIT_TRAIN
 from grappa.models import LayerwiseGNN
@@ -29,23 +28,34 @@ from grappa.shards.assemble import load_chunk_set
 from grappa.train.distributed_eval import DistributedEvaluator
 from grappa.train.evaluate import loss_fn
 from grappa.train.halo_exchange import HaloPlan
+from grappa.train.method import Method
 from grappa.train.steps import allreduce_gradients, step_seed
 
 
-class HaloMethod:
-    def __init__(self, cfg, comm: Comm, dataset_dir, manifest: dict, model, optimizer, stop_flag=lambda: False):
+class HaloMethod(Method):
+    """Exact distributed full-graph training: a halo exchange in every layer.
+
+    No options. Partition: METIS with K = P (or K > P chunks grouped
+    contiguously); full-graph only.
+    """
+
+    name, label = "halo", "halo"
+    partition = "metis"
+    categories = ("train_grad", "train_feat", "train_act_grad")
+
+    def __init__(self, cfg, comm, data, model, optimizer, stop_flag=lambda: False):
+        super().__init__(cfg, comm, data, model, optimizer, stop_flag)
         if cfg.batch_size:
             raise InputError("--batch-size", "--method halo is full-graph training", "use --batch-size 0")
         if not isinstance(model, LayerwiseGNN):
             raise InputError("--model", "--method halo runs the model layer by layer", "use a built-in model")
-        k = manifest["num_chunks"]
+        k = data.num_chunks
         if k < comm.size:
-            raise InputError(dataset_dir, f"{k} chunks cannot feed {comm.size} ranks",
+            raise InputError(data.directory, f"{k} chunks cannot feed {comm.size} ranks",
                              f"partition with --method metis --num-chunks {comm.size}")
-        self.cfg, self.comm, self.model, self.opt, self.stop_flag = cfg, comm, model, optimizer, stop_flag
-        self.task = manifest["task"]
+        self.task = data.manifest["task"]
         self.sets = chunk_sets("fixed", k, comm.size, 0, cfg.seed)  # contiguous groups, never changing
-        self.local = lg = load_chunk_set(dataset_dir, self.sets[comm.rank])
+        self.local = lg = load_chunk_set(data.directory, self.sets[comm.rank])
         self.plan = plan = HaloPlan(comm, lg, owner_of_chunks(self.sets, k), "setup")
         n = lg.num_owned
         self.x, self.y = lg.x[:n], lg.y[:n]
@@ -55,12 +65,6 @@ class HaloMethod:
         self.graph = model.graph_global(plan.edge_index, plan.num_nodes, plan.in_degree, n)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.evaluator = DistributedEvaluator(plan, self.x)
-        self.switch_times: list[float] = []  # no repartitioning
-        self.start_step = 0
-        self.stop_pending = False
-
-    def is_boundary(self, epoch: int) -> bool:
-        return False
 
     def forward(self) -> torch.Tensor:
         """Outputs of the owned nodes; one halo exchange per layer."""
@@ -86,3 +90,8 @@ class HaloMethod:
 
     def evaluate(self) -> tuple[float, float]:
         return self.evaluator.metrics(self.model, self.y, self.local.split, self.task)
+
+    def result_extra(self) -> dict:
+        rows = self.comm.allreduce(torch.tensor([float(self.plan.rows_sent)], dtype=torch.float64),
+                                   category="control")
+        return dict(halo_rows_sent_per_layer_mean=float(rows[0]) / self.comm.size)

@@ -1,8 +1,9 @@
 """The epoch loop shared by every method: steps, evaluation, early stopping,
 best-validation model, metrics, byte accounting and the result record.
 
-A method supplies ``train_epoch() -> float`` (mean loss) and
-``evaluate() -> (val_metric, test_metric)``; the loop does the rest.
+A method (``grappa.train.method.Method``) supplies ``train_epoch(epoch) ->
+float`` (mean loss), ``evaluate() -> (val_metric, test_metric)`` and
+``is_boundary(epoch)`` (a checkpoint is due); the loop does the rest.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import resource
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 from tqdm import tqdm
@@ -68,28 +69,33 @@ class LoopState:
     since_best: int = 0
     elapsed_s: float = 0.0  # training + evaluation time so far (what "time to accuracy" uses)
 
+    def to_dict(self) -> dict:
+        return asdict(self)
 
-def run_epochs(cfg: TrainConfig, comm: Comm, model: torch.nn.Module,
-               train_epoch: Callable[[int], float], evaluate: Callable[[], tuple[float, float]],
-               log: MetricsLog, state: LoopState | None = None,
-               checkpoint: Callable[[int, int, LoopState], None] | None = None,
-               is_boundary: Callable[[int], bool] | None = None,
-               stop_pending: Callable[[], bool] | None = None) -> LoopState:
-    """Run epochs from ``state.epoch``. ``checkpoint(epoch, step, state)`` is
-    called at every super-epoch boundary (before the repartition) and when a
-    method raises ``StopRequested``, which then propagates."""
+    @classmethod
+    def from_dict(cls, d: dict) -> LoopState:
+        return cls(**d)
+
+
+def run_epochs(cfg: TrainConfig, comm: Comm, method, log: MetricsLog, state: LoopState | None = None,
+               checkpoint: Callable[[int, int, LoopState], None] | None = None) -> LoopState:
+    """Run ``method``'s epochs from ``state.epoch``. ``checkpoint(epoch, step,
+    state)`` is called at every boundary the method declares (before it
+    repartitions) and when the method raises ``StopRequested``, which then
+    propagates."""
+    model = method.model
     st = state or LoopState()
     bar = tqdm(range(st.epoch, cfg.epochs), desc=f"{cfg.method}/{cfg.model}", unit="epoch",
                disable=not cfg.progress or comm.rank != 0, initial=st.epoch, total=cfg.epochs)
     first = st.epoch
     for epoch in bar:
-        if checkpoint and is_boundary and epoch != first and is_boundary(epoch):
+        if checkpoint and epoch != first and method.is_boundary(epoch):
             checkpoint(epoch, 0, st)  # checkpoint barrier, then the method repartitions
         snap = comm.counter.snapshot()
         t0 = time.perf_counter()
         elapsed0 = st.elapsed_s
         try:
-            loss = train_epoch(epoch)
+            loss = method.train_epoch(epoch)
         except StopRequested as stop:
             st.epoch = stop.epoch
             if checkpoint:
@@ -101,8 +107,8 @@ def run_epochs(cfg: TrainConfig, comm: Comm, model: torch.nn.Module,
         for k, v in sent.items():
             st.train_bytes[k] = st.train_bytes.get(k, 0) + v
         row = {"epoch": epoch, "loss": loss, "epoch_time_s": dt, "bytes": sent}
-        if (epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1:
-            val, test = evaluate()
+        if (epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1 or method.finished:
+            val, test = method.evaluate()
             row.update(val_metric=val, test_metric=test)
             if val > st.best_val:
                 st.best_val, st.best_epoch, st.test_at_best = val, epoch, test
@@ -116,11 +122,11 @@ def run_epochs(cfg: TrainConfig, comm: Comm, model: torch.nn.Module,
         if comm.rank == 0:
             log.log(row)
         st.epoch = epoch + 1
-        if stop_pending and stop_pending():  # stop arrived on the epoch's last step
+        if method.stop_pending:  # stop arrived on the epoch's last step
             if checkpoint:
                 checkpoint(epoch + 1, 0, st)
             raise StopRequested(epoch + 1, 0)
-        if cfg.patience and st.since_best >= cfg.patience:
+        if method.finished or (cfg.patience and st.since_best >= cfg.patience):
             break
     bar.close()
     return st

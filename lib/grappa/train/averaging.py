@@ -1,0 +1,280 @@
+"""Time-based model averaging: PSGD-PA, RandomTMA, SuperTMA (METHODS.md section 2).
+
+Each rank trains its own copy of the model on the subgraph induced by its
+part (cross-part edges dropped), with **no per-step communication**: in the
+time-based mode a fast rank takes more steps than a slow one. Every ``T``
+seconds (``--average-every-seconds``, measured from the end of the previous
+averaging) the ranks replace their parameters by the unweighted mean, one
+allreduce of the flat parameter vector (``train_param``). Optimizer state
+stays local (it is neither averaged nor reset).
+
+Who decides when: rank 0 keeps the time. Every other rank posts a
+non-blocking broadcast at the start of a round and polls it after each of
+its steps; rank 0 posts its value once T has passed (checked after each of
+its steps), so no rank ever blocks mid-round.
+
+What an epoch is here:
+
+- time mode (default): one *round*, T seconds of local steps then one
+  averaging (and evaluation every --eval-every rounds). Training ends after
+  --epochs rounds or once --time-budget seconds of training have passed,
+  the last round ending with the final averaging.
+- step mode (``--average-every-steps N``, deterministic, for tests and
+  reproducible comparisons): one pass over the local training nodes (every
+  rank takes max_r ceil(n_r / batch) steps, wrapping around its own seeds),
+  averaging after every N steps and at the end of every epoch.
+
+The three methods differ only in the partition they train on:
+``psgd-pa`` METIS with one part per trainer, ``random-tma`` random chunks,
+``super-tma`` METIS super-nodes dealt to chunks (``--method metis-super``).
+``--drop-parts D`` partitions for P + D trainers and never runs D parts (the
+failure-robustness experiment); evaluation still covers every node.
+
+The authors evaluate link prediction; node classification here is an
+adaptation, so their numbers are not comparable.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
+from grappa.errors import InputError
+from grappa.graph.raw import SPLIT_TRAIN
+from grappa.models import graph_args
+from grappa.partition.schedule import chunk_sets, owner_of_chunks
+from grappa.sampling import NeighborSampler
+from grappa.shards.assemble import LocalGraph, load_chunk_set
+from grappa.train.distributed_eval import DistributedEvaluator
+from grappa.train.evaluate import loss_fn
+from grappa.train.halo_exchange import HaloPlan
+from grappa.train.loop import StopRequested
+from grappa.train.method import Method
+from grappa.train.steps import step_seed
+
+_GO, _LAST = 1.0, 2.0  # rank 0's round decisions: average; average and end training
+
+
+@dataclass
+class AveragingOptions:
+    """Model averaging (psgd-pa, random-tma, super-tma): when to average, when to stop."""
+
+    average_every_seconds: float = field(default=120.0, metadata={
+        "help": "T: average every T seconds of local training (the time-based mode)"})
+    average_every_steps: int = field(default=0, metadata={
+        "help": "N > 0: deterministic mode, average after every N local steps and at each epoch end"})
+    time_budget: float = field(default=0.0, metadata={"help": "stop after this many seconds of training; 0 = none"})
+    drop_parts: int = field(default=0, metadata={"help": "D: partition for P + D trainers and never run D parts"})
+    slow_rank_delay: float = field(default=0.0, metadata={
+        "help": "testing only: the last rank sleeps this many seconds after each step"})
+
+    def __post_init__(self):
+        if self.average_every_steps < 0 or self.drop_parts < 0:
+            raise InputError("--average-every-steps/--drop-parts", "must be >= 0")
+        if self.average_every_steps == 0 and self.average_every_seconds <= 0:
+            raise InputError("--average-every-seconds", f"must be > 0, got {self.average_every_seconds}",
+                             "or use --average-every-steps N")
+        if self.time_budget < 0 or self.slow_rank_delay < 0:
+            raise InputError("--time-budget/--slow-rank-delay", "must be >= 0")
+
+
+def batch_seeds(order: np.ndarray, batch_size: int, step: int) -> np.ndarray:
+    """Seeds of local step ``step``: consecutive slices of the epoch's order,
+    wrapping around (ranks with fewer seeds, and time-mode rounds, cycle)."""
+    if not batch_size or not len(order):
+        return order
+    lo = (step * batch_size) % len(order)
+    return np.take(order, np.arange(lo, lo + min(batch_size, len(order))), mode="wrap")
+
+
+def epoch_order(train_nodes: np.ndarray, seed: int, epoch: int, rank: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch, rank, 1]).permutation(train_nodes)
+
+
+class ModelAveraging(Method):
+    """Local training on induced subgraphs + periodic parameter averaging.
+
+    Args (``AveragingOptions``):
+        average_every_seconds (float): T of the time-based mode (default 120).
+        average_every_steps (int): N > 0 selects the deterministic step mode (default 0).
+        time_budget (float): seconds of training, 0 = only --epochs (default 0).
+        drop_parts (int): parts partitioned for but never run (default 0).
+        slow_rank_delay (float): testing only (default 0).
+    """
+
+    Options = AveragingOptions
+    strict_partition = True
+    categories = ("train_param",)
+    resume_any_world_size = False  # local optimizer state lives with each rank's part
+
+    def __init__(self, cfg, comm, data, model, optimizer, stop_flag=lambda: False):
+        super().__init__(cfg, comm, data, model, optimizer, stop_flag)
+        self.task, k, p = data.manifest["task"], data.num_chunks, comm.size
+        train_sets = chunk_sets("fixed", k, self.parts(), 0, cfg.seed)
+        self.local = lg = load_chunk_set(data.directory, train_sets[comm.rank])  # induced subgraph
+        eval_sets = chunk_sets("fixed", k, p, 0, cfg.seed)
+        self.eval_local = lg if eval_sets[comm.rank] == train_sets[comm.rank] else \
+            load_chunk_set(data.directory, eval_sets[comm.rank])
+        self.eval_owner = owner_of_chunks(eval_sets, k)
+        self.evaluator = None
+        self.train_nodes = np.flatnonzero(lg.split == SPLIT_TRAIN)
+        bs = cfg.batch_size
+        self.sampler = NeighborSampler(lg.csr, cfg.fanouts[: cfg.layers], 0) if bs else None
+        self.graph = None if bs else graph_args(model, lg.edge_index, len(lg.global_id))
+        n_steps = -(-len(self.train_nodes) // bs) if bs else 1
+        self.steps = max(1, int(comm.allreduce_object_max(n_steps)))  # step mode: per epoch, every rank
+        self.params = [q for q in model.parameters() if q.requires_grad]
+        self.averagings = 0
+        self.global_step = 0  # step mode: steps since the start, the same on every rank
+        self.local_steps = 0  # this rank's optimizer steps (differ between ranks in time mode)
+        self.train_time_s = 0.0
+
+    @classmethod
+    def parts_for(cls, options, world_size: int) -> int:
+        return world_size + options.drop_parts
+
+    def parts(self) -> int:
+        return self.parts_for(self.opts, self.comm.size)
+
+    # ------------------------------------------------------------ one local step
+    def local_step(self, epoch: int, step: int, order: np.ndarray) -> float | None:
+        """One optimizer step on this rank's batch; None when it has no training nodes."""
+        seeds = batch_seeds(order, self.cfg.batch_size, step)
+        if not len(seeds):
+            return None
+        lg, rank, seed = self.local, self.comm.rank, self.cfg.seed
+        torch.manual_seed(step_seed(seed, epoch, rank, step))
+        self.opt.zero_grad()
+        if self.sampler is None:
+            out = self.model(lg.x, *self.graph)[torch.from_numpy(seeds)]
+            y = lg.y[torch.from_numpy(seeds)]
+        else:
+            self.sampler.rng = np.random.default_rng([seed, epoch, rank, step, 2])
+            sub = self.sampler.sample(seeds)
+            nodes = torch.from_numpy(sub.nodes)
+            out = self.model(lg.x[nodes], sub.edge_index)[: sub.num_seeds]
+            y = lg.y[nodes[: sub.num_seeds]]
+        loss = loss_fn(self.task, out, y)
+        loss.backward()
+        self.opt.step()
+        self.local_steps += 1
+        if self.opts.slow_rank_delay and rank == self.comm.size - 1:
+            time.sleep(self.opts.slow_rank_delay)
+        return loss.item()
+
+    def average(self) -> bool:
+        """Parameters <- their mean over ranks (``train_param``); returns whether
+        any rank asked to stop (one control scalar)."""
+        flat = parameters_to_vector(self.params).detach()
+        vector_to_parameters(self.comm.allreduce(flat, category="train_param") / self.comm.size, self.params)
+        self.averagings += 1
+        return self.comm.allreduce_object_max(1.0 if self.stop_flag() else 0.0) > 0
+
+    # ------------------------------------------------------------ epochs
+    def train_epoch(self, epoch: int) -> float:
+        self.model.train()
+        order = epoch_order(self.train_nodes, self.cfg.seed, epoch, self.comm.rank)
+        t0 = time.perf_counter()
+        if self.opts.average_every_steps:
+            losses = self._steps_epoch(epoch, order)
+        else:
+            losses = self._timed_round(epoch, order)
+        self.train_time_s += time.perf_counter() - t0
+        mean = torch.tensor([float(np.mean(losses)) if losses else 0.0, float(bool(losses))], dtype=torch.float64)
+        tot = self.comm.allreduce(mean, category="control")
+        return float(tot[0] / max(float(tot[1]), 1.0))
+
+    def _steps_epoch(self, epoch: int, order: np.ndarray) -> list[float]:
+        n, losses = self.opts.average_every_steps, []
+        start, self.start_step = self.start_step, 0
+        for step in range(start, self.steps):
+            loss = self.local_step(epoch, step, order)
+            losses += [] if loss is None else [loss]
+            self.global_step += 1
+            due = self.global_step % n == 0 or step == self.steps - 1
+            if due and self.average():
+                if step + 1 < self.steps:
+                    raise StopRequested(epoch, step + 1)
+                self.stop_pending = True
+        return losses
+
+    def _timed_round(self, epoch: int, order: np.ndarray) -> list[float]:
+        comm, t_round, losses = self.comm, time.perf_counter(), []
+        name = f"tma.round.{epoch}"
+        pending = comm.ibroadcast(torch.zeros(1), 0, "control", name) if comm.rank != 0 else None
+        step = 0
+        while True:
+            loss = self.local_step(epoch, step, order)
+            if loss is None:
+                time.sleep(0.001)  # nothing to train here: just wait for the averaging
+            else:
+                losses.append(loss)
+                step += 1
+            if comm.rank == 0:
+                if time.perf_counter() - t_round >= self.opts.average_every_seconds:
+                    budget = self.opts.time_budget
+                    last = budget > 0 and self.train_time_s + time.perf_counter() - t_round >= budget
+                    decision = comm.ibroadcast(torch.tensor([_LAST if last else _GO]), 0, "control", name).wait()
+                    break
+            elif pending.test():
+                decision = pending.wait()
+                break
+        self.finished = float(decision[0]) == _LAST
+        self.stop_pending = self.average()
+        return losses
+
+    # ------------------------------------------------------------ evaluation, state
+    def evaluate(self) -> tuple[float, float]:
+        if self.evaluator is None:
+            lg: LocalGraph = self.eval_local
+            plan = HaloPlan(self.comm, lg, self.eval_owner, "eval")
+            self.evaluator = DistributedEvaluator(plan, lg.x[: lg.num_owned])
+        lg = self.eval_local
+        return self.evaluator.metrics(self.model, lg.y[: lg.num_owned], lg.split, self.task)
+
+    def state_dict(self) -> dict:
+        # Saved right after an averaging: the model is the same on every rank.
+        return {"model": self.model.state_dict(), "averagings": self.averagings, "global_step": self.global_step,
+                "train_time_s": self.train_time_s}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.averagings, self.global_step = int(state["averagings"]), int(state["global_step"])
+        self.train_time_s = float(state["train_time_s"])
+
+    def rank_state_dict(self) -> dict:
+        return {"optimizer": self.opt.state_dict(), "local_steps": self.local_steps}
+
+    def load_rank_state_dict(self, state: dict) -> None:
+        self.opt.load_state_dict(state["optimizer"])
+        self.local_steps = int(state["local_steps"])
+
+    def result_extra(self) -> dict:
+        o = self.opts
+        steps = self.comm.allgather(torch.tensor([self.local_steps], dtype=torch.int64), "control").tolist()
+        return dict(averagings=self.averagings, local_steps_per_rank=steps, parts=self.parts(),
+                    drop_parts=o.drop_parts, averaging_mode="steps" if o.average_every_steps else "seconds",
+                    average_every_seconds=o.average_every_seconds, average_every_steps=o.average_every_steps,
+                    train_time_s_averaging=self.train_time_s,
+                    num_params=sum(q.numel() for q in self.params))
+
+
+class PSGDPA(ModelAveraging):
+    """PSGD-PA: METIS, one part per trainer (K = P + drop_parts)."""
+
+    name, label, partition, chunks_per_rank_exact = "psgd-pa", "PSGD-PA", "metis", True
+
+
+class RandomTMA(ModelAveraging):
+    """RandomTMA: random chunks, one fixed set per trainer."""
+
+    name, label, partition = "random-tma", "RandomTMA", "random"
+
+
+class SuperTMA(ModelAveraging):
+    """SuperTMA: METIS super-nodes shuffled and dealt to chunks, one fixed set per trainer."""
+
+    name, label, partition = "super-tma", "SuperTMA", "metis-super"

@@ -1,0 +1,100 @@
+"""The method interface's contract, for every registered method, with real
+mpirun ranks on Cora: result.json's standard keys, training bytes only in the
+categories the method declares, and a run stopped at a checkpoint and resumed
+ends with the same parameters as an uninterrupted run."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import ROOT, run_mpi
+from grappa.train.registry import METHODS
+
+pytestmark = pytest.mark.mpi
+EPOCHS = 4
+STANDARD_KEYS = ("method", "model", "dataset", "world_size", "backend", "epochs", "epochs_run", "seed", "metric",
+                 "test_metric", "val_metric", "best_epoch", "train_bytes_per_rank_per_epoch",
+                 "train_bytes_per_rank_per_epoch_max", "train_bytes_per_rank_per_epoch_by_category",
+                 "train_bytes_by_category", "eval_bytes_total", "epoch_time_s_median", "train_time_s_total",
+                 "wall_s", "peak_rss_mb_max", "mode", "config", "method_label", "train_categories",
+                 "final_model_sha256")
+# Flags that make each family deterministic and exercise its mini-batch path.
+FLAGS = {"psgd-pa": ["--average-every-steps", 2, "--batch-size", 32],
+         "random-tma": ["--average-every-steps", 2, "--batch-size", 32],
+         "super-tma": ["--average-every-steps", 2, "--batch-size", 32],
+         "grappa": ["--repartition-every", 2], "grappa-uw": ["--repartition-every", 2]}
+
+
+@pytest.fixture(scope="module")
+def datasets(cora_dir, tmp_path_factory):
+    made = {}
+
+    def get(partition: str | None, k: int):
+        if partition is None:
+            return cora_dir
+        if (partition, k) not in made:
+            out = tmp_path_factory.mktemp("contract") / f"cora-{partition}-k{k}"
+            r = run_mpi(2, ROOT / "data_prep/partition.py", "--data", cora_dir, "--out", out, "--num-chunks", k,
+                        "--method", partition, "--no-progress")
+            assert r.returncode == 0, r.stderr
+            made[partition, k] = out
+        return made[partition, k]
+
+    return get
+
+
+def train(name, data, out, epochs, *extra):
+    ranks = 1 if METHODS[name].world_size == "one" else 2
+    r = run_mpi(ranks, "-m", "grappa.train", "--method", name, "--data", data, "--out", out, "--epochs", epochs,
+                "--no-progress", *FLAGS.get(name, []), *extra)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads((out / "result.json").read_text())
+
+
+def final_params(out):
+    from grappa.checkpoint import list_checkpoints, load_checkpoint
+
+    return load_checkpoint(list_checkpoints(out / "checkpoints")[-1])["model"]
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_method_contract(name, datasets, tmp_path):
+    cls = METHODS[name]
+    data = datasets(cls.partition, 2 if cls.chunks_per_rank_exact or cls.partition == "metis" else 4)
+    res = train(name, data, tmp_path / "full", EPOCHS)
+    for key in STANDARD_KEYS:
+        assert key in res, key
+    assert res["method"] == name and res["epochs_run"] == EPOCHS and 0 < res["test_metric"] <= 1
+    sent = {c for c, v in res["train_bytes_by_category"].items() if v}
+    assert sent <= set(cls.categories), (sent, cls.categories)
+    assert bool(sent) == (cls.world_size != "one")  # distributed methods do communicate
+    assert res["train_categories"] == list(cls.categories)
+
+    # Stop at the checkpoint after epoch 2, resume, end at EPOCHS: same parameters.
+    part = tmp_path / "part"
+    train(name, data, part, EPOCHS // 2)
+    resumed = train(name, data, part, EPOCHS, "--resume")
+    assert resumed["epochs_run"] == EPOCHS
+    a, b = final_params(tmp_path / "full"), final_params(part)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=0, msg=f"{name}: {k} differs after resume")
+    rows = [json.loads(x)["epoch"] for x in (part / "metrics.jsonl").read_text().splitlines()]
+    assert rows == list(range(EPOCHS))
+
+
+def test_wrong_partition_names_the_command(datasets, tmp_path):
+    random4 = datasets("random", 4)
+    r = run_mpi(2, "-m", "grappa.train", "--method", "psgd-pa", "--data", random4, "--out", tmp_path / "o",
+                "--no-progress")
+    assert r.returncode != 0 and not (tmp_path / "o").exists()
+    assert "data_prep/partition.py" in r.stderr and "--num-chunks 2 --method metis" in r.stderr
+    assert r.stderr.count("error:") == 1  # rank 0 reports, the others exit quietly
+
+
+def test_option_of_another_method_is_refused(cora_dir, tmp_path):
+    from conftest import run_cli
+
+    r = run_cli("grappa.train", "--method", "centralized", "--data", cora_dir, "--out", tmp_path / "o",
+                "--average-every-steps", 3)
+    assert r.returncode == 2 and "--average-every-steps" in r.stderr and "random-tma" in r.stderr
