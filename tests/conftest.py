@@ -28,6 +28,42 @@ def run_mpi(np_: int, *args, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, env=mpi_env(), capture_output=True, text=True, timeout=timeout)
 
 
+def descendants(pid: int) -> list[int]:
+    """PIDs of every process below ``pid`` (Linux /proc), so a test signals
+    only what it started, never another run on the machine."""
+    parent = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue  # exited meanwhile
+            parent[int(d.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        kids = [c for c, p in parent.items() if p in frontier]
+        found += kids
+        frontier = kids
+    return found
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+class MakesAFile:
+    """Unpickling this creates a file: what a hostile pickle or checkpoint could do."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
 def run_cli(module: str, *args, timeout: int = 600) -> subprocess.CompletedProcess:
     """A grappa command as users run it (a fresh process, real exit status)."""
     return subprocess.run([sys.executable, "-m", module, *map(str, args)], env=mpi_env(),

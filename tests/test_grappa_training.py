@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, mpi_env, run_mpi
+from conftest import ROOT, cmdline, descendants, mpi_env, run_mpi
 
 pytestmark = pytest.mark.mpi
 TRAIN = ["-m", "grappa.train"]
@@ -133,9 +133,10 @@ def test_killed_rank_fails_fast_then_resume_finishes(cora_k16, tmp_path):
     proc = _launch(4, "--method", "grappa", "--data", cora_k16, "--out", out, "--no-progress", "--epochs", 30,
                    "--repartition-every", 4)
     _wait_for_epochs(out, 6, proc)  # past the first checkpoint (epoch 4), mid super-epoch
-    victim = subprocess.run(["pgrep", "-f", "-n", "grappa.train"], capture_output=True, text=True).stdout.split()
-    assert victim
-    os.kill(int(victim[0]), signal.SIGKILL)
+    # A rank of *this* mpirun (its descendants only): never another run on the machine.
+    ranks = [p for p in descendants(proc.pid) if "grappa.train" in cmdline(p)]
+    assert ranks
+    os.kill(max(ranks), signal.SIGKILL)
     t0 = time.time()
     proc.communicate(timeout=120)
     assert proc.returncode != 0 and time.time() - t0 < 60  # no hang

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import ROOT, SHARED, run_cli
+from conftest import ROOT, SHARED, MakesAFile, run_cli
 from grappa.graph.importers import import_edgelist, import_musae, import_npz, import_ogb
 from grappa.graph.raw import SPLIT_TEST, SPLIT_TRAIN, SPLIT_VAL, RawGraph
 
@@ -140,6 +140,17 @@ def test_bad_truncated_planetoid(tmp_path):
     g.write_bytes(g.read_bytes()[:1000])
     err = _bad(tmp_path, "planetoid", tmp_path, "--name", "cora")
     assert "ind.cora.graph" in err
+
+
+def test_crafted_planetoid_pickle_runs_no_code(tmp_path):
+    import pickle
+
+    for f in (ROOT / "datasets/cora").glob("ind.cora.*"):
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    victim = tmp_path / "created-by-unpickling"
+    (tmp_path / "ind.cora.x").write_bytes(pickle.dumps(MakesAFile(str(victim))))
+    err = _bad(tmp_path, "planetoid", tmp_path, "--name", "cora")
+    assert "ind.cora.x" in err and "refusing" in err and not victim.exists()
 
 
 def test_bad_node_id_out_of_range(tmp_path):

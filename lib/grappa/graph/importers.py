@@ -6,8 +6,6 @@ in ``atomic_dir`` and validates the result before the rename.
 from __future__ import annotations
 
 import json
-import pickle
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ from grappa.errors import InputError
 from grappa.graph.csr import dedup_edges, to_undirected
 from grappa.graph.npy_stream import NpyAppender
 from grappa.graph.raw import SPLIT_TEST, SPLIT_TRAIN, SPLIT_VAL, GraphInfo, random_split, write_raw
+from grappa.graph.safe_pickle import load_planetoid_pickle
 from grappa.graph.text_blocks import numeric_blocks
 
 
@@ -56,14 +55,7 @@ def import_planetoid(root, out, name: str = "cora", normalize: bool = True) -> G
     root = Path(root)
     objs = {}
     for key in ("x", "tx", "allx", "y", "ty", "ally", "graph"):
-        path = _need(root / f"ind.{name}.{key}")
-        try:
-            with open(path, "rb") as f, warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)  # old scipy pickle paths
-                objs[key] = pickle.load(f, encoding="latin1")
-        except Exception as e:  # truncated or foreign pickle
-            raise InputError(path, f"cannot unpickle ({type(e).__name__}: {e})",
-                             "the file may be truncated; copy it again") from e
+        objs[key] = load_planetoid_pickle(_need(root / f"ind.{name}.{key}"))
     idx_path = _need(root / f"ind.{name}.test.index")
     test_index = np.array([int(v) for v in idx_path.read_text().split()], dtype=np.int64)
 

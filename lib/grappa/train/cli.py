@@ -92,13 +92,29 @@ def config_from_args(a) -> TrainConfig:
     cfg = TrainConfig(**{k: v for k, v in vars(a).items() if k in fields})
     cfg.progress = not a.no_progress
     cfg.options = options_from_args(resolve(cfg.method), a, a.option_fields)
-    if cfg.layers < 1 or cfg.epochs < 1:
-        raise InputError("--layers/--epochs", "must be at least 1")
+    validate_numbers(cfg)
     if cfg.method == "halo" and cfg.batch_size:
         raise InputError("--batch-size", "--method halo is full-graph training", "use --batch-size 0")
     if cfg.batch_size and len(cfg.fanouts) < cfg.layers:
         raise InputError("--fanouts", f"needs one fan-out per layer ({cfg.layers}), got {cfg.fanouts}")
     return cfg
+
+
+def validate_numbers(cfg: TrainConfig) -> None:
+    """Every numeric flag at the boundary where it enters: one clear error, not a traceback later."""
+    checks = [("--layers", cfg.layers >= 1, "at least 1"), ("--epochs", cfg.epochs >= 1, "at least 1"),
+              ("--hidden", cfg.hidden >= 1, "at least 1"), ("--heads", cfg.heads >= 1, "at least 1"),
+              ("--lr", cfg.lr > 0 and np.isfinite(cfg.lr), "a positive number"),
+              ("--weight-decay", cfg.weight_decay >= 0, "0 or more"),
+              ("--dropout", 0 <= cfg.dropout < 1, "in [0, 1)"),
+              ("--batch-size", cfg.batch_size >= 0, "0 (full-graph) or a positive number of seeds"),
+              ("--fanouts", all(f > 0 or f == -1 for f in cfg.fanouts), "positive, or -1 for all neighbours"),
+              ("--patience", cfg.patience >= 0, "0 (off) or more"), ("--eval-every", cfg.eval_every >= 1, "at least 1"),
+              ("--eval-batch-size", cfg.eval_batch_size >= 1, "at least 1"),
+              ("--checkpoint-keep", cfg.checkpoint_keep >= 1, "at least 1")]
+    for name, ok, want in checks:
+        if not ok:
+            raise InputError(name, f"must be {want}, got {getattr(cfg, name[2:].replace('-', '_'))}")
 
 
 def _agree_on_input(comm, fn):
@@ -140,9 +156,28 @@ def check_input(cfg: TrainConfig, cls, world_size: int) -> None:
     if ck.get("method", cfg.method) != cfg.method:
         raise InputError(ck["path"], f"checkpoint of --method {ck['method']}, not {cfg.method}",
                          f"resume with --method {ck['method']} or choose another --out")
+    if ck.get("dataset_id", dataset_id(d)) != dataset_id(d):
+        raise InputError(ck["path"], f"checkpoint of another dataset than {d} (its manifest or graph.json differs)",
+                         "resume with the --data it was trained on, or choose another --out")
+    for key in MODEL_KEYS:
+        if ck["config"].get(key) != getattr(cfg, key):
+            raise InputError(ck["path"], f"checkpoint has --{key} {ck['config'].get(key)}, this run "
+                             f"{getattr(cfg, key)}", f"resume with --{key} {ck['config'].get(key)}")
     if not cls.resume_any_world_size and ck["world_size"] != world_size:
         raise InputError(ck["path"], f"--method {cls.name} resumes only on the {ck['world_size']} ranks that "
                          f"wrote it, not {world_size}", f"launch with -np {ck['world_size']}")
+
+
+MODEL_KEYS = ("model", "hidden", "layers", "heads")
+
+
+def dataset_id(directory) -> str:
+    """SHA-256 of the dataset's manifest.json (shards) or graph.json (raw graph)."""
+    import hashlib
+
+    d = Path(directory)
+    f = d / "manifest.json" if (d / "manifest.json").exists() else d / "graph.json"
+    return hashlib.sha256(f.read_bytes()).hexdigest()
 
 
 def _install_stop_handlers() -> dict:
@@ -222,7 +257,7 @@ def run(cfg: TrainConfig, comm: Comm | None = None) -> dict:
     return result
 
 
-_RESERVED = ("format", "epoch", "step", "method", "world_size", "config", "loop")
+_RESERVED = ("format", "epoch", "step", "method", "world_size", "config", "dataset_id", "loop")
 
 
 def _save(method, cfg, comm, ckpt_dir: Path, epoch: int, step: int, st: LoopState) -> None:
@@ -236,6 +271,7 @@ def _save(method, cfg, comm, ckpt_dir: Path, epoch: int, step: int, st: LoopStat
         assert not set(state) & set(_RESERVED), f"method state may not use the keys {_RESERVED}"
         save_checkpoint(ckpt_dir, {"format": "grappa-checkpoint/1", "epoch": epoch, "step": step,
                                    "method": cfg.method, "world_size": comm.size, "config": cfg.to_dict(),
+                                   "dataset_id": dataset_id(cfg.data),
                                    "loop": st.to_dict(), **state}, keep=cfg.checkpoint_keep)
     comm.barrier()
 
