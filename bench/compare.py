@@ -288,6 +288,29 @@ def method_runs(a) -> list[tuple[str, str, type, list[str]]]:
     return runs
 
 
+def make_plans(a, raw: Path, work: Path, out: Path, train_args: list[str]):
+    """Make the partitions the methods need (reused between invocations) and
+    the run plans: {distributed?: [{method, out, args}]}."""
+    from grappa.train.registry import partition_spec
+
+    runs = method_runs(a)
+    datasets = {}
+    for _, _, cls, flags in runs:
+        spec = partition_spec(cls.name, a.ranks, _drop(flags), a.chunks_per_rank)
+        if spec and spec not in datasets:
+            datasets[spec] = prepare_partition(raw, work, spec[0], spec[1], a.partition_ranks)
+    plans: dict[bool, list[dict]] = {False: [], True: []}
+    for run_id, label, cls, flags in runs:
+        spec = partition_spec(cls.name, a.ranks, _drop(flags), a.chunks_per_rank)
+        data = datasets[spec] if spec else raw
+        for seed in a.seeds:
+            plans[cls.world_size != "one"].append({
+                "method": label, "out": str(out / "runs" / run_id / f"seed-{seed}"),
+                "args": ["--data", str(data), *train_args, "--method", cls.name, *flags, "--seed", str(seed),
+                         "--no-progress"]})
+    return datasets, plans
+
+
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
@@ -314,15 +337,8 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     train_args = (PRESETS[a.preset]["train"] if a.preset else []) + extra
     work, out = Path(a.work), Path(a.out)
-    from grappa.train.registry import partition_spec
-
     raw = prepare_raw(a)
-    runs = method_runs(a)
-    datasets = {}
-    for _, _, cls, flags in runs:
-        spec = partition_spec(cls.name, a.ranks, _drop(flags), a.chunks_per_rank)
-        if spec and spec not in datasets:
-            datasets[spec] = prepare_partition(raw, work, spec[0], spec[1], a.partition_ranks)
+    datasets, plans = make_plans(a, raw, work, out, train_args)
     metis_dir = datasets.get(("metis", a.ranks)) or prepare_partition(raw, work, "metis", a.ranks, a.partition_ranks)
     print(f"[bench] datasets ready in {time.perf_counter() - t0:.0f} s: {raw}, {sorted(map(str, datasets.values()))}",
           flush=True)
@@ -331,15 +347,6 @@ def main(argv=None) -> None:
     out.mkdir(parents=True)
     # One launch for centralized, one (mpirun) for every distributed method:
     # process start-up would otherwise dominate small graphs (run_seeds.py).
-    plans: dict[bool, list[dict]] = {False: [], True: []}
-    for run_id, label, cls, flags in runs:
-        spec = partition_spec(cls.name, a.ranks, _drop(flags), a.chunks_per_rank)
-        data = datasets[spec] if spec else raw
-        for seed in a.seeds:
-            plans[cls.world_size != "one"].append({
-                "method": label, "out": str(out / "runs" / run_id / f"seed-{seed}"),
-                "args": ["--data", str(data), *train_args, "--method", cls.name, *flags, "--seed", str(seed),
-                         "--no-progress"]})
     for distributed, plan in plans.items():
         if not plan:
             continue

@@ -104,10 +104,13 @@ def test_bytes_equal_parameters_times_averagings(cora_dir, tmp_path, method, par
     assert set(res["train_bytes_per_rank_per_epoch_by_category"]) == {"train_param"}
 
 
-def test_time_based_averaging_lets_a_slow_rank_take_fewer_steps(cora_r4, tmp_path):
+@pytest.mark.parametrize("backend", ["horovod", "gloo"])
+def test_time_based_averaging_lets_a_slow_rank_take_fewer_steps(cora_r4, tmp_path, backend):
     period, budget = 1.0, 6.0
     res = train(2, "random-tma", cora_r4, tmp_path / "run", "--batch-size", 8, "--average-every-seconds", period,
-                "--time-budget", budget, "--epochs", 1000, "--slow-rank-delay", 0.03, "--eval-every", 1000)
+                "--time-budget", budget, "--epochs", 1000, "--slow-rank-delay", 0.03, "--eval-every", 1000,
+                "--backend", backend)
+    assert res["backend"] == backend
     fast, slow = res["local_steps_per_rank"]
     assert fast > 1.5 * slow > 0, res["local_steps_per_rank"]
     wall = res["train_time_s_averaging"]

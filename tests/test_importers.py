@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from conftest import ROOT, SHARED, MakesAFile, run_cli
+from grappa.errors import InputError
 from grappa.graph.importers import import_edgelist, import_musae, import_npz, import_ogb
 from grappa.graph.raw import SPLIT_TEST, SPLIT_TRAIN, SPLIT_VAL, RawGraph
 
@@ -195,3 +196,29 @@ def test_bad_existing_output_refused(tmp_path):
 def test_graph_json_is_readable(cora_dir):
     d = json.loads((cora_dir / "graph.json").read_text())
     assert d["schema"] == "grappa-raw/1" and d["provenance"]["format"] == "planetoid"
+
+
+def _tiny_raw(tmp_path, y, split, num_classes=3):
+    from grappa.graph.raw import GraphInfo, write_raw
+
+    n = len(y)
+    info = GraphInfo(name="tiny", num_nodes=n, num_edges=0, num_features=2, num_classes=num_classes)
+    write_raw(tmp_path, info, np.array([0, 1]), np.array([1, 2]), np.zeros((n, 2), np.float32), np.array(y),
+              np.array(split, np.uint8))
+    return RawGraph(tmp_path)
+
+
+@pytest.mark.parametrize("y,split,problem", [([0, 1, -5, 2], [1, 1, 2, 3], "label -5 of node 2"),
+                                             ([0, 1, 9, 2], [1, 1, 2, 3], "label 9 of node 2"),
+                                             ([0, 1, 2, 2], [0, 2, 2, 3], "no training nodes"),
+                                             ([0, 1, 2, 2], [1, 7, 2, 3], "split code 7")])
+def test_bad_labels_and_splits_are_refused(tmp_path, y, split, problem):
+    with pytest.raises(InputError, match=problem):
+        _tiny_raw(tmp_path, y, split).validate()
+
+
+def test_negative_label_through_the_cli(tmp_path):
+    (tmp_path / "e.txt").write_text("0 1\n1 2\n2 3\n")
+    np.save(tmp_path / "y.npy", np.array([0, 1, -5, 1]))
+    err = _bad(tmp_path, "edgelist", tmp_path / "e.txt", "--labels", tmp_path / "y.npy")
+    assert "y.npy" in err and "-5" in err

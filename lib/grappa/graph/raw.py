@@ -116,7 +116,31 @@ class RawGraph:
             if not np.isfinite(np.asarray(self.x[lo:lo + _BLOCK])).all():
                 raise InputError(self.dir / "x.npy", "features contain NaN or infinity",
                                  "clean or impute the features before importing")
+        self._validate_labels_and_split()
         return self
+
+    def _validate_labels_and_split(self) -> None:
+        """Labels in [0, C) (multiclass, integers), split codes 0-3, at least one training node."""
+        n, c = self.info.num_nodes, self.info.num_classes
+        train = 0
+        for lo in range(0, n, _BLOCK):
+            y, sp = np.asarray(self.y[lo:lo + _BLOCK]), np.asarray(self.split[lo:lo + _BLOCK])
+            if self.info.task != "multilabel" and y.size:
+                if not np.issubdtype(y.dtype, np.integer):
+                    raise InputError(self.dir / "y.npy", f"labels have dtype {y.dtype}, not integers",
+                                     "store class indices 0..C-1 as integers")
+                if y.min() < 0 or y.max() >= c:
+                    bad = int(np.flatnonzero((y < 0) | (y >= c))[0])
+                    raise InputError(self.dir / "y.npy", f"label {int(y[bad])} of node {lo + bad} is outside "
+                                     f"[0, {c}) (graph.json num_classes {c})",
+                                     "fix the labels or num_classes, then re-import")
+            if sp.size and sp.max() > SPLIT_TEST:
+                raise InputError(self.dir / "split.npy", f"split code {int(sp.max())} is not 0-3",
+                                 "0 none, 1 train, 2 val, 3 test")
+            train += int((sp == SPLIT_TRAIN).sum())
+        if n and not train:
+            raise InputError(self.dir / "split.npy", "no training nodes (no split code 1)",
+                             "give a train mask, or import with a random split")
 
     def load_edges(self) -> tuple[np.ndarray, np.ndarray]:
         return np.asarray(self.src), np.asarray(self.dst)

@@ -208,15 +208,7 @@ def run(cfg: TrainConfig, comm: Comm | None = None) -> dict:
     comm = comm or make_comm(cfg.backend)
     out, ckpt_dir = Path(cfg.out), Path(cfg.out) / "checkpoints"
     _agree_on_input(comm, lambda: check_input(cfg, cls, comm.size))
-    if cls.input == "raw":
-        data = load_graph(cfg.data)
-        info = data.info
-        dims, name, task, extra = (info.num_features, info.num_classes), info.name, info.task, {}
-    else:
-        data = ShardedData(Path(cfg.data), load_manifest(cfg.data))
-        m = data.manifest
-        dims, name, task = (m["num_features"], m["num_classes"]), m["graph"]["name"], m["task"]
-        extra = dict(num_chunks=m["num_chunks"], partition_method=m["method"])
+    data, dims, name, task, extra = _load_data(cls, cfg)
     torch.set_num_threads(threads_per_rank())
     torch.manual_seed(cfg.seed)  # identical initial replicas on every rank
     np.random.seed(cfg.seed)
@@ -255,6 +247,18 @@ def run(cfg: TrainConfig, comm: Comm | None = None) -> dict:
     if own_comm:
         comm.shutdown()
     return result
+
+
+def _load_data(cls, cfg: TrainConfig):
+    """(data, (features, classes), dataset name, task, result keys) for the method's input."""
+    if cls.input == "raw":
+        data = load_graph(cfg.data)
+        info = data.info
+        return data, (info.num_features, info.num_classes), info.name, info.task, {}
+    data = ShardedData(Path(cfg.data), load_manifest(cfg.data))
+    m = data.manifest
+    return (data, (m["num_features"], m["num_classes"]), m["graph"]["name"], m["task"],
+            dict(num_chunks=m["num_chunks"], partition_method=m["method"]))
 
 
 _RESERVED = ("format", "epoch", "step", "method", "world_size", "config", "dataset_id", "loop")
