@@ -17,7 +17,17 @@ BAD_FLAGS = [(["--lr", "-0.1"], "--lr"), (["--lr", "0"], "--lr"), (["--hidden", 
 
 
 @pytest.mark.parametrize("flags,named", BAD_FLAGS, ids=[" ".join(f) for f, _ in BAD_FLAGS])
-def test_bad_flag_is_one_clear_error(cora_dir, tmp_path, flags, named):
+def test_bad_flag_is_refused_where_it_enters(cora_dir, tmp_path, flags, named):
+    from grappa.errors import InputError
+    from grappa.train.cli import build_parser, config_from_args
+
+    with pytest.raises(InputError) as e:
+        config_from_args(build_parser().parse_args(["--data", str(cora_dir), "--out", str(tmp_path), *flags]))
+    assert str(e.value).startswith(named)
+
+
+@pytest.mark.parametrize("flags,named", [BAD_FLAGS[0], BAD_FLAGS[-1]], ids=["lr", "average-every-seconds"])
+def test_bad_flag_through_the_cli_is_one_line_and_exit_2(cora_dir, tmp_path, flags, named):
     out = tmp_path / "out"
     r = run_cli("grappa.train", "--data", cora_dir, "--out", out, "--no-progress", *flags)
     assert r.returncode == 2, r.stderr
