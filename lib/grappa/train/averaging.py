@@ -53,7 +53,7 @@ from grappa.train.evaluate import loss_fn
 from grappa.train.halo_exchange import HaloPlan
 from grappa.train.loop import StopRequested
 from grappa.train.method import Method
-from grappa.train.steps import step_seed
+from grappa.train.steps import batch_seeds, epoch_order, step_seed
 
 _GO, _LAST = 1.0, 2.0  # rank 0's round decisions: average; average and end training
 
@@ -79,19 +79,6 @@ class AveragingOptions:
                              "or use --average-every-steps N")
         if self.time_budget < 0 or self.slow_rank_delay < 0:
             raise InputError("--time-budget/--slow-rank-delay", "must be >= 0")
-
-
-def batch_seeds(order: np.ndarray, batch_size: int, step: int) -> np.ndarray:
-    """Seeds of local step ``step``: consecutive slices of the epoch's order,
-    wrapping around (ranks with fewer seeds, and time-mode rounds, cycle)."""
-    if not batch_size or not len(order):
-        return order
-    lo = (step * batch_size) % len(order)
-    return np.take(order, np.arange(lo, lo + min(batch_size, len(order))), mode="wrap")
-
-
-def epoch_order(train_nodes: np.ndarray, seed: int, epoch: int, rank: int) -> np.ndarray:
-    return np.random.default_rng([seed, epoch, rank, 1]).permutation(train_nodes)
 
 
 class ModelAveraging(Method):

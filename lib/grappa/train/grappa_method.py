@@ -27,7 +27,7 @@ from grappa.train.evaluate import loss_fn
 from grappa.train.halo_exchange import HaloPlan
 from grappa.train.loop import StopRequested
 from grappa.train.method import Method
-from grappa.train.steps import allreduce_gradients, step_seed
+from grappa.train.steps import allreduce_gradients, batch_seeds, epoch_order, step_seed
 
 WEIGHTINGS = ("uniform", "coverage", "shrinkage", "node")
 
@@ -171,17 +171,14 @@ class GrappaMethod(Method):
         if self.sampler is None:
             order = self.train_nodes
         else:
-            order = np.random.default_rng([seed, epoch, rank, 1]).permutation(self.train_nodes)
-        bs = self.cfg.batch_size or max(len(order), 1)
+            order = epoch_order(self.train_nodes, seed, epoch, rank)
         losses = []
         start, self.start_step = self.start_step, 0
         for step in range(start, self.steps):
             torch.manual_seed(step_seed(seed, epoch, rank, step))
             if self.sampler is not None:
                 self.sampler.rng = np.random.default_rng([seed, epoch, rank, step, 2])
-                lo = (step * bs) % max(len(order), 1)  # ranks with fewer seeds wrap around
-                seeds = np.take(order, np.arange(lo, lo + bs), mode="wrap") if len(order) else order
-                seeds = seeds[: min(bs, len(order))]
+                seeds = batch_seeds(order, self.cfg.batch_size, step)  # ranks with fewer seeds wrap around
             else:
                 seeds = order
             loss, w = self._local_grad(seeds)

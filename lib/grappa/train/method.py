@@ -136,14 +136,16 @@ class Method:
             raise InputError(data.directory, f"--method {cls.name} on {world_size} ranks needs a "
                              f"{cls.partition} partition with {'exactly' if cls.chunks_per_rank_exact else 'at least'}"
                              f" {parts} chunks; this one is {method} with {k}",
-                             partition_command(m, cls.partition, want_k, data.directory))
+                             partition_command(m.get("graph", {}).get("source", "RAW_GRAPH_DIR"), cls.partition,
+                                               want_k, then=True))
 
 
-def partition_command(manifest: dict, method: str, k: int, dataset_dir) -> str:
-    raw = manifest.get("graph", {}).get("source", "RAW_GRAPH_DIR")
+def partition_command(raw, method: str, k: int, then: bool = False) -> str:
+    """The data_prep/partition.py command that makes ``method`` with K = ``k``
+    from the raw graph ``raw`` (``then``: and how to point --data at it)."""
     out = f"{Path(raw).as_posix().rstrip('/')}-{method}-k{k}"
-    return (f"mpirun -np 2 python data_prep/partition.py --data {raw} --out {out} --num-chunks {k} "
-            f"--method {method}, then --data {out}")
+    cmd = f"mpirun -np 2 python data_prep/partition.py --data {raw} --out {out} --num-chunks {k} --method {method}"
+    return f"{cmd}, then --data {out}" if then else cmd
 
 
 def raw_graph_hint(directory) -> InputError:
@@ -156,9 +158,7 @@ def raw_graph_hint(directory) -> InputError:
 
 def shards_hint(directory, method: str, partition: str | None, parts: int) -> InputError:
     d = Path(directory)
-    k = parts
-    cmd = (f"mpirun -np 2 python data_prep/partition.py --data {d} --out {d.as_posix().rstrip('/')}-"
-           f"{partition or 'random'}-k{k} --num-chunks {k} --method {partition or 'random'}")
+    cmd = partition_command(d, partition or "random", parts)
     if (d / "graph.json").exists():
         return InputError(d, f"--method {method} reads a partitioned dataset and this is a raw graph",
                           f"partition it first: {cmd}")

@@ -1,5 +1,6 @@
 """What every distributed method's step shares: seeding from the step's
-coordinates, and the one gradient allreduce that carries a few scalars."""
+coordinates, the epoch's seed order and its mini-batches, and the one
+gradient allreduce that carries a few scalars."""
 from __future__ import annotations
 
 import numpy as np
@@ -25,3 +26,16 @@ def allreduce_gradients(comm: Comm, params: list[torch.nn.Parameter], scalars: l
         p.grad = tot[off:off + p.numel()].view_as(p).clone()
         off += p.numel()
     return tot[off:]
+
+
+def batch_seeds(order: np.ndarray, batch_size: int, step: int) -> np.ndarray:
+    """Seeds of local step ``step``: consecutive slices of the epoch's order,
+    wrapping around (ranks with fewer seeds, and time-mode rounds, cycle)."""
+    if not batch_size or not len(order):
+        return order
+    lo = (step * batch_size) % len(order)
+    return np.take(order, np.arange(lo, lo + min(batch_size, len(order))), mode="wrap")
+
+
+def epoch_order(train_nodes: np.ndarray, seed: int, epoch: int, rank: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch, rank, 1]).permutation(train_nodes)
