@@ -6,7 +6,9 @@ epochs and seeds: by default centralized training (one process), halo
 exchange (exact distributed full-graph training, METIS partition, K = P),
 Grappa and its two ablations (UW: uniform weights; FP: fixed partitions);
 `--methods all` adds the model-averaging methods (PSGD-PA, RandomTMA,
-SuperTMA, in their deterministic step mode: see --averaging-args), and
+SuperTMA, in their deterministic step mode: see --averaging-args) and LLCG
+(its defaults: K = 64 local steps decreasing by rho = 1.1 per round, one
+server correction step per round; an epoch is one round), and
 `--drop-parts D` also runs each averaging method with D of P + D parts never
 trained. Each method gets the partition it declares (made once, reused).
 Writes, in --out:
@@ -20,6 +22,7 @@ Writes, in --out:
     python bench/compare.py --preset sbm --ranks 4 --out bench_results/sbm
     python bench/compare.py --raw work_data/mygraph --ranks 8 --out bench_results/mine -- --model sage --epochs 100
     python bench/compare.py --preset cora --methods centralized psgd-pa random-tma super-tma --seeds 0 1 --out DIR
+    python bench/compare.py --preset cora --ranks 4 --seeds 0 1 --methods centralized psgd-pa llcg --out DIR
 
 Presets: cora (the shipped Cora; GCN, 100 epochs), sbm (a generated SBM
 with 200k nodes and 2.4M edges; GCN hidden 64, 50 epochs) and sbm-sparse

@@ -24,7 +24,9 @@ STANDARD_KEYS = ("method", "model", "dataset", "world_size", "backend", "epochs"
 FLAGS = {"psgd-pa": ["--average-every-steps", 2, "--batch-size", 32],
          "random-tma": ["--average-every-steps", 2, "--batch-size", 32],
          "super-tma": ["--average-every-steps", 2, "--batch-size", 32],
-         "grappa": ["--repartition-every", 2], "grappa-uw": ["--repartition-every", 2]}
+         "grappa": ["--repartition-every", 2], "grappa-uw": ["--repartition-every", 2],
+         "llcg": ["--batch-size", 32, "--local-steps", 3, "--server-batch-size", 256],
+         "retexo": ["--rounds-per-stage", 1]}  # stage 0 = epoch 0: the resume lands inside stage 1
 
 
 @pytest.fixture(scope="module")

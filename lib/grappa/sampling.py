@@ -27,6 +27,8 @@ class SampledSubgraph:
 
 class NeighborSampler:
     def __init__(self, csr: CSR, fanouts: list[int], seed: int = 0):
+        # ``csr``: a CSR, or anything with num_nodes, in_edge_positions and
+        # sources (grappa.shards.shard_graph.ShardGraph reads them from shards).
         self.csr = csr
         self.fanouts = list(fanouts)
         self.rng = np.random.default_rng(seed)
@@ -43,7 +45,7 @@ class NeighborSampler:
             rank = np.arange(len(seg)) - seg_start[seg]  # seg is sorted, so is seg[order]
             keep = order[rank < fanout]
             pos, seg = pos[keep], seg[keep]
-        return self.csr.indices[pos], seg
+        return self.csr.sources(pos), seg
 
     def sample(self, seeds) -> SampledSubgraph:
         seeds = np.asarray(seeds, dtype=np.int64)

@@ -45,16 +45,26 @@ class CSR:
     def in_edge_positions(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Positions in ``indices`` of all in-edges of ``nodes``, and for each
         edge the index of its destination within ``nodes``."""
-        starts = self.indptr[nodes]
-        counts = self.indptr[nodes + 1] - starts
-        seg = np.repeat(np.arange(len(nodes), dtype=np.int64), counts)
-        offsets = np.arange(counts.sum(), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
-        return np.repeat(starts, counts) + offsets, seg
+        return segment_positions(self.indptr, nodes)
+
+    def sources(self, pos: np.ndarray) -> np.ndarray:
+        """Source node of the edges at ``pos`` (the samplers' one access to edges)."""
+        return self.indices[pos]
 
     def in_edges(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """All in-edges of ``nodes``: (sources, index of the destination in ``nodes``)."""
         pos, seg = self.in_edge_positions(nodes)
         return self.indices[pos], seg
+
+
+def segment_positions(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every position in ``indptr[r]:indptr[r+1]`` for the rows ``rows``, and
+    for each position the index of its row within ``rows``."""
+    starts = indptr[rows]
+    counts = indptr[rows + 1] - starts
+    seg = np.repeat(np.arange(len(rows), dtype=np.int64), counts)
+    offsets = np.arange(counts.sum(), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    return np.repeat(starts, counts) + offsets, seg
 
 
 def to_undirected(src, dst) -> tuple[np.ndarray, np.ndarray]:

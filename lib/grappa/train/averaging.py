@@ -81,19 +81,12 @@ class AveragingOptions:
             raise InputError("--time-budget/--slow-rank-delay", "must be >= 0")
 
 
-class ModelAveraging(Method):
-    """Local training on induced subgraphs + periodic parameter averaging.
+class LocalTraining(Method):
+    """What every method that trains on its own part without per-step
+    communication shares (model averaging here, LLCG in ``llcg.py``): the
+    induced subgraph of the rank's fixed chunk set, one local optimizer step,
+    the distributed full-graph evaluation, the per-rank optimizer state."""
 
-    Args (``AveragingOptions``):
-        average_every_seconds (float): T of the time-based mode (default 120).
-        average_every_steps (int): N > 0 selects the deterministic step mode (default 0).
-        time_budget (float): seconds of training, 0 = only --epochs (default 0).
-        drop_parts (int): parts partitioned for but never run (default 0).
-        slow_rank_delay (float): testing only (default 0).
-    """
-
-    Options = AveragingOptions
-    strict_partition = True
     categories = ("train_param",)
     resume_any_world_size = False  # local optimizer state lives with each rank's part
 
@@ -111,22 +104,12 @@ class ModelAveraging(Method):
         bs = cfg.batch_size
         self.sampler = NeighborSampler(lg.csr, cfg.fanouts[: cfg.layers], 0) if bs else None
         self.graph = None if bs else graph_args(model, lg.edge_index, len(lg.global_id))
-        n_steps = -(-len(self.train_nodes) // bs) if bs else 1
-        self.steps = max(1, int(comm.allreduce_object_max(n_steps)))  # step mode: per epoch, every rank
         self.params = [q for q in model.parameters() if q.requires_grad]
-        self.averagings = 0
-        self.global_step = 0  # step mode: steps since the start, the same on every rank
         self.local_steps = 0  # this rank's optimizer steps (differ between ranks in time mode)
-        self.train_time_s = 0.0
-
-    @classmethod
-    def parts_for(cls, options, world_size: int) -> int:
-        return world_size + options.drop_parts
 
     def parts(self) -> int:
         return self.parts_for(self.opts, self.comm.size)
 
-    # ------------------------------------------------------------ one local step
     def local_step(self, epoch: int, step: int, order: np.ndarray) -> float | None:
         """One optimizer step on this rank's batch; None when it has no training nodes."""
         seeds = batch_seeds(order, self.cfg.batch_size, step)
@@ -148,9 +131,65 @@ class ModelAveraging(Method):
         loss.backward()
         self.opt.step()
         self.local_steps += 1
-        if self.opts.slow_rank_delay and rank == self.comm.size - 1:
-            time.sleep(self.opts.slow_rank_delay)
         return loss.item()
+
+    def mean_loss(self, losses: list[float]) -> float:
+        """The mean of every rank's mean local loss (ranks without steps left out)."""
+        mean = torch.tensor([float(np.mean(losses)) if losses else 0.0, float(bool(losses))], dtype=torch.float64)
+        tot = self.comm.allreduce(mean, category="control")
+        return float(tot[0] / max(float(tot[1]), 1.0))
+
+    def evaluate(self) -> tuple[float, float]:
+        if self.evaluator is None:
+            lg: LocalGraph = self.eval_local
+            plan = HaloPlan(self.comm, lg, self.eval_owner, "eval")
+            self.evaluator = DistributedEvaluator(plan, lg.x[: lg.num_owned])
+        lg = self.eval_local
+        return self.evaluator.metrics(self.model, lg.y[: lg.num_owned], lg.split, self.task)
+
+    def rank_state_dict(self) -> dict:
+        return {"optimizer": self.opt.state_dict(), "local_steps": self.local_steps}
+
+    def load_rank_state_dict(self, state: dict) -> None:
+        self.opt.load_state_dict(state["optimizer"])
+        self.local_steps = int(state["local_steps"])
+
+    def local_steps_per_rank(self) -> list[int]:
+        return self.comm.allgather(torch.tensor([self.local_steps], dtype=torch.int64), "control").tolist()
+
+
+class ModelAveraging(LocalTraining):
+    """Local training on induced subgraphs + periodic parameter averaging.
+
+    Args (``AveragingOptions``):
+        average_every_seconds (float): T of the time-based mode (default 120).
+        average_every_steps (int): N > 0 selects the deterministic step mode (default 0).
+        time_budget (float): seconds of training, 0 = only --epochs (default 0).
+        drop_parts (int): parts partitioned for but never run (default 0).
+        slow_rank_delay (float): testing only (default 0).
+    """
+
+    Options = AveragingOptions
+    strict_partition = True
+
+    def __init__(self, cfg, comm, data, model, optimizer, stop_flag=lambda: False):
+        super().__init__(cfg, comm, data, model, optimizer, stop_flag)
+        bs = cfg.batch_size
+        n_steps = -(-len(self.train_nodes) // bs) if bs else 1
+        self.steps = max(1, int(comm.allreduce_object_max(n_steps)))  # step mode: per epoch, every rank
+        self.averagings = 0
+        self.global_step = 0  # step mode: steps since the start, the same on every rank
+        self.train_time_s = 0.0
+
+    @classmethod
+    def parts_for(cls, options, world_size: int) -> int:
+        return world_size + options.drop_parts
+
+    def local_step(self, epoch: int, step: int, order: np.ndarray) -> float | None:
+        loss = super().local_step(epoch, step, order)
+        if loss is not None and self.opts.slow_rank_delay and self.comm.rank == self.comm.size - 1:
+            time.sleep(self.opts.slow_rank_delay)
+        return loss
 
     def average(self) -> bool:
         """Parameters <- their mean over ranks (``train_param``); returns whether
@@ -170,9 +209,7 @@ class ModelAveraging(Method):
         else:
             losses = self._timed_round(epoch, order)
         self.train_time_s += time.perf_counter() - t0
-        mean = torch.tensor([float(np.mean(losses)) if losses else 0.0, float(bool(losses))], dtype=torch.float64)
-        tot = self.comm.allreduce(mean, category="control")
-        return float(tot[0] / max(float(tot[1]), 1.0))
+        return self.mean_loss(losses)
 
     def _steps_epoch(self, epoch: int, order: np.ndarray) -> list[float]:
         n, losses = self.opts.average_every_steps, []
@@ -213,15 +250,7 @@ class ModelAveraging(Method):
         self.stop_pending = self.average()
         return losses
 
-    # ------------------------------------------------------------ evaluation, state
-    def evaluate(self) -> tuple[float, float]:
-        if self.evaluator is None:
-            lg: LocalGraph = self.eval_local
-            plan = HaloPlan(self.comm, lg, self.eval_owner, "eval")
-            self.evaluator = DistributedEvaluator(plan, lg.x[: lg.num_owned])
-        lg = self.eval_local
-        return self.evaluator.metrics(self.model, lg.y[: lg.num_owned], lg.split, self.task)
-
+    # ------------------------------------------------------------ state
     def state_dict(self) -> dict:
         # Saved right after an averaging: the model is the same on every rank.
         return {"model": self.model.state_dict(), "averagings": self.averagings, "global_step": self.global_step,
@@ -232,17 +261,9 @@ class ModelAveraging(Method):
         self.averagings, self.global_step = int(state["averagings"]), int(state["global_step"])
         self.train_time_s = float(state["train_time_s"])
 
-    def rank_state_dict(self) -> dict:
-        return {"optimizer": self.opt.state_dict(), "local_steps": self.local_steps}
-
-    def load_rank_state_dict(self, state: dict) -> None:
-        self.opt.load_state_dict(state["optimizer"])
-        self.local_steps = int(state["local_steps"])
-
     def result_extra(self) -> dict:
         o = self.opts
-        steps = self.comm.allgather(torch.tensor([self.local_steps], dtype=torch.int64), "control").tolist()
-        return dict(averagings=self.averagings, local_steps_per_rank=steps, parts=self.parts(),
+        return dict(averagings=self.averagings, local_steps_per_rank=self.local_steps_per_rank(), parts=self.parts(),
                     drop_parts=o.drop_parts, averaging_mode="steps" if o.average_every_steps else "seconds",
                     average_every_seconds=o.average_every_seconds, average_every_steps=o.average_every_steps,
                     train_time_s_averaging=self.train_time_s,

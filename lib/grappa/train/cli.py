@@ -42,7 +42,7 @@ from grappa.cli_util import reports_input_errors
 from grappa.comm import BACKENDS, ByteCounter, Comm, make_comm
 from grappa.comm.base import env_rank_size, threads_per_rank
 from grappa.errors import InputError
-from grappa.models import MODELS, build_model
+from grappa.models import MODELS
 from grappa.shards.format import load_manifest
 from grappa.train.config import OPTIMIZERS, TrainConfig, make_optimizer
 from grappa.train.data import load_graph
@@ -212,7 +212,7 @@ def run(cfg: TrainConfig, comm: Comm | None = None) -> dict:
     torch.set_num_threads(threads_per_rank())
     torch.manual_seed(cfg.seed)  # identical initial replicas on every rank
     np.random.seed(cfg.seed)
-    model = build_model(cfg.model, dims[0], cfg.hidden, dims[1], cfg.layers, cfg.dropout, cfg.heads)
+    model = cls.build_model(cfg, dims[0], dims[1])
     opt = make_optimizer(cfg, model.parameters())
     stop = _install_stop_handlers() if cls.stops_on_signal else {"flag": False}
     method = cls(cfg, comm, data, model, opt, stop_flag=lambda: stop["flag"])

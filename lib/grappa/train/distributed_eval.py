@@ -48,8 +48,11 @@ class DistributedEvaluator:
 
     def metrics(self, model, y_own: torch.Tensor, split_own: np.ndarray, task: str) -> tuple[float, float]:
         """(validation, test) metric over the whole graph, every rank the same."""
+        return self.scores(self.logits(model), y_own, split_own, task)
+
+    def scores(self, logits, y_own: torch.Tensor, split_own: np.ndarray, task: str) -> tuple[float, float]:
+        """(validation, test) metric of the owned nodes' ``logits``, combined over ranks."""
         comm = self.plan.comm
-        logits = self.logits(model)
         if task == "multilabel":  # AUC is not a sum: gather the scores
             res = []
             for code in (SPLIT_VAL, SPLIT_TEST):

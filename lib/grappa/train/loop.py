@@ -110,7 +110,7 @@ def run_epochs(cfg: TrainConfig, comm: Comm, method, log: MetricsLog, state: Loo
         if (epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1 or method.finished:
             val, test = method.evaluate()
             row.update(val_metric=val, test_metric=test)
-            if val > st.best_val:
+            if val > st.best_val and not method.provisional:
                 st.best_val, st.best_epoch, st.test_at_best = val, epoch, test
                 st.best_state = copy.deepcopy(model.state_dict())
                 st.since_best = 0

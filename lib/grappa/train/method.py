@@ -74,6 +74,14 @@ class Method:
     world_size: ClassVar[str] = "any"  # "one" | "any"
     stops_on_signal: ClassVar[bool] = True  # SIGUSR1/SIGTERM: checkpoint, exit 99 (requeue)
     resume_any_world_size: ClassVar[bool] = True
+    provisional: bool = False  # evaluate() scores something other than the final model: not a best
+
+    @classmethod
+    def build_model(cls, cfg, in_dim: int, out_dim: int) -> torch.nn.Module:
+        """The model this method trains (RETEXO stacks its own stages)."""
+        from grappa.models import build_model
+
+        return build_model(cfg.model, in_dim, cfg.hidden, out_dim, cfg.layers, cfg.dropout, cfg.heads)
 
     def __init__(self, cfg, comm: Comm, data, model: torch.nn.Module, optimizer, stop_flag=lambda: False):
         self.cfg, self.comm, self.data, self.model, self.opt = cfg, comm, data, model, optimizer

@@ -16,13 +16,17 @@ from grappa.train.averaging import PSGDPA, RandomTMA, SuperTMA
 from grappa.train.centralized import CentralizedMethod
 from grappa.train.grappa_method import GrappaFP, GrappaMethod, GrappaUW
 from grappa.train.halo_method import HaloMethod
+from grappa.train.llcg import LLCG
 from grappa.train.method import Method
+from grappa.train.retexo import Retexo
 
 METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (
     CentralizedMethod,
     HaloMethod,
     GrappaMethod, GrappaUW, GrappaFP,
     PSGDPA, RandomTMA, SuperTMA,
+    LLCG,
+    Retexo,
 )}
 
 
