@@ -1,7 +1,8 @@
 """LLCG: the server's view of the full graph read from the shards equals the
 graph, samples identically to an in-memory CSR and holds no edge array; the
 local-step schedule; bytes equal the parameter vector up and down per round
-(real mpirun ranks); the correction changes the model."""
+(real mpirun ranks); the correction changes the model; a dedicated server
+trains no part."""
 from __future__ import annotations
 
 import json
@@ -71,10 +72,11 @@ def test_bytes_are_the_parameters_up_and_down_per_round(cora_dir, tmp_path):
     common = ["--method", "llcg", "--data", str(data), "--no-progress", "--batch-size", "32", "--epochs", "3",
               "--local-steps", "4", "--rho", "2", "--server-batch-size", "512", "--dropout", "0"]
     plan = [{"out": str(tmp_path / f"s{s}"), "args": [*common, "--server-steps", str(s)]} for s in (0, 2)]
+    plan.append({"out": str(tmp_path / "dedicated"), "args": [*common, "--server-steps", "2", "--dedicated-server"]})
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     r = run_mpi(2, ROOT / "bench/run_seeds.py", "--plan", tmp_path / "plan.json")
     assert r.returncode == 0, r.stderr[-3000:]
-    none, two = (json.loads((tmp_path / f"s{s}" / "result.json").read_text()) for s in (0, 2))
+    none, two, ded = (json.loads((tmp_path / d / "result.json").read_text()) for d in ("s0", "s2", "dedicated"))
     n, p, rounds = two["num_params"], 2, 3
     assert two["local_steps_schedule"] == [4, 2, 1] and two["local_steps_per_rank"] == [7, 7]
     assert two["server_steps"] == 2 * rounds and two["server_shard_bytes_read"] > 0
@@ -85,3 +87,6 @@ def test_bytes_are_the_parameters_up_and_down_per_round(cora_dir, tmp_path):
     # Without the correction the server reads nothing and the model differs.
     assert none["server_steps"] == 0 and none["server_shard_bytes_read"] == 0
     assert none["final_model_sha256"] != two["final_model_sha256"]
+    # A dedicated server trains nothing itself; the bytes are the same exchange.
+    assert ded["local_steps_per_rank"] == [0, 7] and ded["server_steps"] == 2 * rounds
+    assert ded["train_bytes_by_category"] == two["train_bytes_by_category"] and 0 < ded["test_metric"] <= 1

@@ -59,7 +59,7 @@ def _final(out):
 
 def test_killed_rank_mid_stage_fails_fast_then_resume_is_exact(cora_k8, tmp_path):
     args = ["--method", "retexo", "--data", cora_k8, "--no-progress", "--model", "sage", "--hidden", H,
-            "--dropout", 0, "--epochs", 60, "--rounds-per-stage", 30, "--checkpoint-every", 4]
+            "--dropout", 0, "--epochs", 40, "--rounds-per-stage", 20, "--checkpoint-every", 4]
     out = tmp_path / "run"
     proc = _launch(2, *args, "--out", out)
     _wait_for_epochs(out, 9, proc)  # past the checkpoint at round 8, inside stage 0
@@ -70,7 +70,7 @@ def test_killed_rank_mid_stage_fails_fast_then_resume_is_exact(cora_k8, tmp_path
     proc.communicate(timeout=120)
     assert proc.returncode != 0 and time.time() - t0 < 60  # no hang
     done = len((out / "metrics.jsonl").read_text().splitlines())
-    assert done < 30, "the kill landed after stage 0: the test proves less than it says"
+    assert done < 20, "the kill landed after stage 0: the test proves less than it says"
     r = run_mpi(2, "-m", "grappa.train", *map(str, args), "--out", out, "--resume")
     assert r.returncode == 0, r.stderr[-3000:]
     ref = tmp_path / "ref"
@@ -80,7 +80,7 @@ def test_killed_rank_mid_stage_fails_fast_then_resume_is_exact(cora_k8, tmp_path
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=0, msg=k)
     rows = [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert sorted(set(rows)) == list(range(60))
+    assert sorted(set(rows)) == list(range(40))
 
 
 def test_retexo_refuses_a_model_without_stages(cora_k8, tmp_path):
@@ -89,3 +89,17 @@ def test_retexo_refuses_a_model_without_stages(cora_k8, tmp_path):
     assert r.returncode != 0 and "--model gcn, sage or gat" in r.stderr
     assert not (tmp_path / "o").exists()
 
+
+
+def test_one_rank_and_two_ranks_train_the_same_stages(cora_k8, tmp_path):
+    """Full-batch stages with the global mean loss and exact boundary rows:
+    the ranks only split the work, so P = 1 and P = 2 end with the same
+    parameters (dropout 0), stage switch and best-round selection included."""
+    args = ["-m", "grappa.train", "--method", "retexo", "--data", cora_k8, "--no-progress", "--model", "gcn",
+            "--hidden", H, "--dropout", 0, "--epochs", 8, "--rounds-per-stage", 4]
+    for p in (1, 2):
+        r = run_mpi(p, *args, "--out", tmp_path / f"p{p}")
+        assert r.returncode == 0, r.stderr[-3000:]
+    a, b = _final(tmp_path / "p1"), _final(tmp_path / "p2")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=1e-4, msg=k)

@@ -20,8 +20,15 @@ def train(data, out, **kw) -> dict:
     return run(cfg)
 
 
+_RUNS: dict = {}  # (data, settings, seed) -> test metric: tests that share a configuration train it once
+
+
 def mean_test(data, tmp_path, seeds, **kw) -> float:
-    return float(np.mean([train(data, tmp_path / f"s{s}", seed=s, **kw)["test_metric"] for s in seeds]))
+    for s in seeds:
+        key = (str(data), repr(sorted(kw.items())), s)
+        if key not in _RUNS:
+            _RUNS[key] = train(data, tmp_path / f"s{s}", seed=s, **kw)["test_metric"]
+    return float(np.mean([_RUNS[str(data), repr(sorted(kw.items())), s] for s in seeds]))
 
 
 def test_gcn_cora_published_accuracy(cora_dir, tmp_path):

@@ -53,6 +53,8 @@ def _global_to_local(sorted_gid: np.ndarray, order: np.ndarray, query: np.ndarra
 def load_chunk_set(dataset, chunks: list[int], halo: bool = False) -> LocalGraph:
     d = Path(dataset)
     m = load_manifest(d)
+    if not chunks:
+        return empty_local_graph(m)
     parts = [read_shard(d / m["chunks"][c]["file"]) for c in chunks]
     gid = np.concatenate([p["nodes/global_id"] for p in parts])
     offsets = np.cumsum([0] + [len(p["nodes/global_id"]) for p in parts])
@@ -83,6 +85,17 @@ def load_chunk_set(dataset, chunks: list[int], halo: bool = False) -> LocalGraph
                       y=torch.from_numpy(y.astype(np.float32 if ydt == torch.float32 else np.int64)), split=split,
                       global_in_degree=all_deg, csr=csr, coverage=coverage,
                       full_src_global=src_g, full_dst_local=dst, full_src_chunk=src_c)
+
+
+def empty_local_graph(m: dict) -> LocalGraph:
+    """No nodes (LLCG's dedicated server rank): every array empty, shapes kept."""
+    none = np.zeros(0, np.int64)
+    y = torch.zeros((0, m["num_classes"]), dtype=torch.float32) if m["task"] == "multilabel" else \
+        torch.zeros(0, dtype=torch.int64)
+    return LocalGraph(chunks=[], global_id=none, num_owned=0, x=torch.zeros((0, m["num_features"])), y=y,
+                      split=np.zeros(0, np.uint8), global_in_degree=none, csr=CSR.from_edges(none, none, 0),
+                      coverage=np.zeros(0), full_src_global=none, full_dst_local=none,
+                      full_src_chunk=np.zeros(0, np.int32))
 
 
 def _read_rows(d: Path, m: dict, nodes: np.ndarray):

@@ -2,18 +2,20 @@
 
 Manifest schema, every file's size and SHA-256, each shard's schema and
 ranges, node ids vs the node->chunk map, edge/degree consistency and totals.
-Any problem raises ``InputError`` naming the file.
+Edges are read in blocks, so memory is bounded by the largest chunk's node
+count, not its edge count. Any problem raises ``InputError`` naming the file.
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from grappa.cli_util import reports_input_errors
 from grappa.errors import InputError
-from grappa.shards.format import SCHEMA, load_manifest, read_shard, sha256_file
+from grappa.shards.format import SCHEMA, load_manifest, sha256_file
 
 
 def validate_dataset(directory, check_checksums: bool = True) -> dict:
@@ -37,38 +39,56 @@ def validate_dataset(directory, check_checksums: bool = True) -> dict:
     seen_nodes = seen_edges = 0
     for c, entry in enumerate(m["chunks"]):
         p = d / entry["file"]
-        s = read_shard(p, with_features=False)
-        a = s["attrs"]
-        if a.get("schema") != SCHEMA or int(a.get("chunk", -1)) != c:
-            raise InputError(p, f"attribute schema/chunk is {a.get('schema')!r}/{a.get('chunk')}, "
-                             f"expected {SCHEMA!r}/{c}")
-        gid, dl = s["nodes/global_id"], s["edges/dst_local"]
-        src, sch, deg = s["edges/src_global"], s["edges/src_chunk"], s["nodes/in_degree"]
-        nn, ne = len(gid), len(dl)
-        if nn != entry["num_nodes"] or ne != entry["num_edges"]:
-            raise InputError(p, f"holds {nn} nodes / {ne} edges, manifest says {entry['num_nodes']} / "
-                             f"{entry['num_edges']}")
-        if nn and (np.any(np.diff(gid) <= 0) or gid[0] < 0 or gid[-1] >= n):
-            raise InputError(p, "nodes/global_id is not sorted, unique and inside [0, N)")
-        if nn and np.any(node_chunk[gid] != c):
-            raise InputError(p, "nodes/global_id holds nodes that node_chunk.npy assigns to other chunks")
-        if ne and (dl.min() < 0 or dl.max() >= nn or np.any(np.diff(dl) < 0)):
-            raise InputError(p, "edges/dst_local out of range or not sorted")
-        if ne and (src.min() < 0 or src.max() >= n):
-            raise InputError(p, "edges/src_global out of range [0, N)")
-        if ne and np.any(node_chunk[src] != sch):
-            raise InputError(p, "edges/src_chunk disagrees with node_chunk.npy")
-        if not np.array_equal(np.bincount(dl, minlength=nn), deg):
-            raise InputError(p, "nodes/in_degree disagrees with the stored edges")
-        for key in ("nodes/y", "nodes/split"):
-            if len(s[key]) != nn:
-                raise InputError(p, f"{key} has {len(s[key])} rows, expected {nn}")
+        try:
+            with h5py.File(p, "r") as f:
+                nn, ne = _check_shard(p, f, c, entry, n, node_chunk)
+        except (OSError, KeyError) as e:
+            raise InputError(p, f"cannot read shard ({e})", "re-run the partitioner") from e
         seen_nodes += nn
         seen_edges += ne
     if seen_nodes != n or seen_edges != m["num_edges"]:
         raise InputError(d / "manifest.json", f"shards hold {seen_nodes} nodes / {seen_edges} edges, "
                          f"manifest says {n} / {m['num_edges']}")
     return m
+
+
+_EDGE_BLOCK = 1 << 20  # edges per read: validation memory stays bounded whatever the shard size
+
+
+def _check_shard(p: Path, f: h5py.File, c: int, entry: dict, n: int, node_chunk) -> tuple[int, int]:
+    """One shard's schema, node ids, edges (streamed in blocks) and degrees."""
+    a = dict(f.attrs)
+    if a.get("schema") != SCHEMA or int(a.get("chunk", -1)) != c:
+        raise InputError(p, f"attribute schema/chunk is {a.get('schema')!r}/{a.get('chunk')}, "
+                         f"expected {SCHEMA!r}/{c}")
+    gid, deg = f["nodes/global_id"][()], f["nodes/in_degree"][()]
+    dl_ds, src_ds, sch_ds = f["edges/dst_local"], f["edges/src_global"], f["edges/src_chunk"]
+    nn, ne = len(gid), len(dl_ds)
+    if nn != entry["num_nodes"] or ne != entry["num_edges"]:
+        raise InputError(p, f"holds {nn} nodes / {ne} edges, manifest says {entry['num_nodes']} / "
+                         f"{entry['num_edges']}")
+    if nn and (np.any(np.diff(gid) <= 0) or gid[0] < 0 or gid[-1] >= n):
+        raise InputError(p, "nodes/global_id is not sorted, unique and inside [0, N)")
+    if nn and np.any(node_chunk[gid] != c):
+        raise InputError(p, "nodes/global_id holds nodes that node_chunk.npy assigns to other chunks")
+    counts, last = np.zeros(nn, np.int64), 0
+    for lo in range(0, ne, _EDGE_BLOCK):
+        dl = dl_ds[lo:lo + _EDGE_BLOCK]
+        if dl.min() < 0 or dl.max() >= nn or dl[0] < last or np.any(np.diff(dl) < 0):
+            raise InputError(p, "edges/dst_local out of range or not sorted")
+        last = dl[-1]
+        src = src_ds[lo:lo + _EDGE_BLOCK]
+        if src.min() < 0 or src.max() >= n:
+            raise InputError(p, "edges/src_global out of range [0, N)")
+        if np.any(node_chunk[src] != sch_ds[lo:lo + _EDGE_BLOCK]):
+            raise InputError(p, "edges/src_chunk disagrees with node_chunk.npy")
+        counts += np.bincount(dl, minlength=nn)
+    if not np.array_equal(counts, deg):
+        raise InputError(p, "nodes/in_degree disagrees with the stored edges")
+    for key in ("nodes/y", "nodes/split"):
+        if len(f[key]) != nn:
+            raise InputError(p, f"{key} has {len(f[key])} rows, expected {nn}")
+    return nn, ne
 
 
 def build_parser():

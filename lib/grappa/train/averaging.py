@@ -93,9 +93,10 @@ class LocalTraining(Method):
     def __init__(self, cfg, comm, data, model, optimizer, stop_flag=lambda: False):
         super().__init__(cfg, comm, data, model, optimizer, stop_flag)
         self.task, k, p = data.manifest["task"], data.num_chunks, comm.size
-        train_sets = chunk_sets("fixed", k, self.parts(), 0, cfg.seed)
+        idle = [[]] * self.idle_ranks()  # ranks 0.. that hold no part (LLCG's dedicated server)
+        train_sets = idle + chunk_sets("fixed", k, self.parts(), 0, cfg.seed)
         self.local = lg = load_chunk_set(data.directory, train_sets[comm.rank])  # induced subgraph
-        eval_sets = chunk_sets("fixed", k, p, 0, cfg.seed)
+        eval_sets = idle + chunk_sets("fixed", k, p - len(idle), 0, cfg.seed)
         self.eval_local = lg if eval_sets[comm.rank] == train_sets[comm.rank] else \
             load_chunk_set(data.directory, eval_sets[comm.rank])
         self.eval_owner = owner_of_chunks(eval_sets, k)
@@ -109,6 +110,10 @@ class LocalTraining(Method):
 
     def parts(self) -> int:
         return self.parts_for(self.opts, self.comm.size)
+
+    def idle_ranks(self) -> int:
+        """How many ranks, from rank 0, train and evaluate no part."""
+        return 0
 
     def local_step(self, epoch: int, step: int, order: np.ndarray) -> float | None:
         """One optimizer step on this rank's batch; None when it has no training nodes."""

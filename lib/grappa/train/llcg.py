@@ -15,6 +15,11 @@ One epoch is one *round* r:
    graph at once;
 4. rank 0 broadcasts the corrected parameters (``train_param``, "down").
 
+``--dedicated-server`` makes rank 0 a server only, as in the paper's
+set-up: it trains no part and evaluates none, so its memory is the
+server's (per-node arrays and the sampled batches), never a share of the
+edges; the other P - 1 ranks are the workers.
+
 K_r = ceil(K / rho^r), decreasing from K (the authors' default); with
 ``--inc-k`` the schedule runs backwards and ends at K in the last round.
 Without the correction (``--server-steps 0``) this is PSGD-PA with weighted
@@ -54,6 +59,8 @@ class LLCGOptions:
     server_lr: float = field(default=0.01, metadata={"help": "learning rate of the server's optimizer"})
     server_batch_size: int = field(default=0, metadata={
         "help": "nodes drawn over the whole graph per correction step; 0 = --batch-size, or 256 full-graph"})
+    dedicated_server: bool = field(default=False, metadata={
+        "help": "rank 0 only corrects (no part, no evaluation share); the P - 1 other ranks are the workers"})
     checkpoint_every: int = field(default=10, metadata={
         "help": "rounds between checkpoints (also on a stop signal and at the end)"})
 
@@ -84,6 +91,7 @@ class LLCG(LocalTraining):
         server_steps (int): S, correction steps per round (default 1).
         server_lr (float): the server optimizer's learning rate (default 0.01).
         server_batch_size (int): nodes per correction batch, 0 = the workers' (default 0).
+        dedicated_server (bool): rank 0 holds no part and only corrects (default False).
         checkpoint_every (int): rounds between checkpoints (default 10).
     """
 
@@ -91,6 +99,8 @@ class LLCG(LocalTraining):
     Options = LLCGOptions
 
     def __init__(self, cfg, comm, data, model, optimizer, stop_flag=lambda: False):
+        if getattr(cfg.options, "dedicated_server", False) and comm.size < 2:
+            raise InputError("--dedicated-server", "needs at least 2 ranks (a server and a worker)", "drop it")
         super().__init__(cfg, comm, data, model, optimizer, stop_flag)
         if len(cfg.fanouts) < cfg.layers:
             raise InputError("--fanouts", f"the server samples one fan-out per layer ({cfg.layers}), "
@@ -107,6 +117,14 @@ class LLCG(LocalTraining):
         self.server_steps_done = 0
         self.server_time_s = 0.0
         self.schedule: list[int] = []
+        self.train_peak_rss_mb = 0.0
+
+    @classmethod
+    def parts_for(cls, options, world_size: int) -> int:
+        return world_size - 1 if options.dedicated_server else world_size
+
+    def idle_ranks(self) -> int:
+        return 1 if self.opts.dedicated_server else 0
 
     def is_boundary(self, epoch: int) -> bool:
         return epoch % self.opts.checkpoint_every == 0
@@ -128,6 +146,7 @@ class LLCG(LocalTraining):
         vector_to_parameters(self.comm.broadcast(flat, 0, "train_param"), self.params)  # down
         self.rounds += 1
         self.schedule.append(k_r)
+        self.train_peak_rss_mb = peak_rss_mb()  # a high-water mark: before any later evaluation
         self.stop_pending = self.comm.allreduce_object_max(1.0 if self.stop_flag() else 0.0) > 0
         return self.mean_loss(losses)
 
@@ -168,9 +187,11 @@ class LLCG(LocalTraining):
             self.server.bytes_read = int(state["server_bytes_read"])
 
     def result_extra(self) -> dict:
-        mine = [self.server_time_s, float(self.server.bytes_read if self.server else 0), peak_rss_mb()]
-        t, read, rss = self.comm.broadcast(torch.tensor(mine, dtype=torch.float64), 0, "control").tolist()
+        mine = [self.server_time_s, float(self.server.bytes_read if self.server else 0), peak_rss_mb(),
+                self.train_peak_rss_mb]
+        t, read, rss, train_rss = self.comm.broadcast(torch.tensor(mine, dtype=torch.float64), 0, "control").tolist()
         return dict(rounds=self.rounds, local_steps_schedule=self.schedule,
                     local_steps_per_rank=self.local_steps_per_rank(), server_steps=self.server_steps_done,
                     server_correction_time_s=t, server_shard_bytes_read=int(read), server_peak_rss_mb=rss,
+                    server_peak_rss_mb_training=train_rss,
                     server_batch_size=self.server_batch, num_params=sum(q.numel() for q in self.params))
