@@ -90,3 +90,13 @@ def test_bytes_are_the_parameters_up_and_down_per_round(cora_dir, tmp_path):
     # A dedicated server trains nothing itself; the bytes are the same exchange.
     assert ded["local_steps_per_rank"] == [0, 7] and ded["server_steps"] == 2 * rounds
     assert ded["train_bytes_by_category"] == two["train_bytes_by_category"] and 0 < ded["test_metric"] <= 1
+
+
+def test_validation_streams_edges_in_blocks(cora_k8, monkeypatch):
+    """Rank 0 validates the dataset at start-up: edges are checked block by
+    block (bounded memory), with the same verdict as one whole read."""
+    from grappa.shards import validate
+
+    monkeypatch.setattr(validate, "_EDGE_BLOCK", 97)  # many blocks, boundaries inside destinations
+    m = validate.validate_dataset(cora_k8, check_checksums=False)
+    assert m["num_edges"] == 10556
