@@ -174,12 +174,17 @@ class Retexo(Method):
     def _inputs_of(self, stage: int) -> torch.Tensor:
         """[own; halo] input rows of ``stage``: the features exchanged once,
         then each finished stage's embeddings exchanged once."""
-        n = self.plan.num_owned
-        h = self.plan.fetch(self.local.x[:n], "train_feat")
-        self.model.eval()
+        h = self.plan.fetch(self.local.x[: self.plan.num_owned], "train_feat")
         for i in range(stage):
-            h = self.plan.fetch(self.model.layer(i, h, *self.graph)[:n], "train_embed")
+            h = self._embed_and_send(i, h)
         return h
+
+    @torch.no_grad()
+    def _embed_and_send(self, stage: int, h: torch.Tensor) -> torch.Tensor:
+        """The next stage's input: this stage's embeddings of the own nodes,
+        boundary rows sent once (``train_embed``); no gradient ever returns."""
+        self.model.eval()
+        return self.plan.fetch(self.model.layer(stage, h, *self.graph)[: self.plan.num_owned], "train_embed")
 
     # ------------------------------------------------------------ one round
     def train_epoch(self, epoch: int) -> float:
@@ -193,9 +198,8 @@ class Retexo(Method):
         out = m.stage_logits(s, self.h, self.graph)[:n]
         loss_sum = loss_fn(self.task, out[self.train_idx], self.y[self.train_idx], reduction="sum")
         (loss_sum / self.num_train).backward()
-        params = [q for q in self.opt.param_groups[0]["params"]]
-        total, stop = allreduce_gradients(self.comm, params, [loss_sum.item(),
-                                                              1.0 if self.stop_flag() else 0.0]).tolist()
+        total, stop = allreduce_gradients(self.comm, self.opt.param_groups[0]["params"],
+                                          [loss_sum.item(), 1.0 if self.stop_flag() else 0.0]).tolist()
         self.opt.step()
         if s < self.cfg.layers - 1:  # the final stage's best round is the loop's best-validation model
             self._keep_if_best(self._stage_scores()[0])
@@ -222,11 +226,7 @@ class Retexo(Method):
         once, open the next stage with a fresh optimizer."""
         for mod, st in zip(self.model.stage_modules(self.stage), self.best):
             mod.load_state_dict(st)
-        n = self.plan.num_owned
-        self.model.eval()
-        with torch.no_grad():
-            e = self.model.layer(self.stage, self.h, *self.graph)[:n]
-        self.h = self.plan.fetch(e, "train_embed")  # once per stage; no gradient ever returns
+        self.h = self._embed_and_send(self.stage, self.h)
         self.stage += 1
         self.opt = self._stage_optimizer(self.stage)
         self.best_val, self.best = -1.0, None
