@@ -31,3 +31,16 @@ def test_plain_pyg_model_plugs_in(cora):
     m = Plain()
     out = layerwise_inference(m, cora.x, cora.csr)
     assert out.shape == (cora.num_nodes, cora.info.num_classes)
+
+
+def test_dropout_keeps_the_right_fraction_unbiased():
+    from grappa.models import dropout
+
+    torch.manual_seed(0)
+    x = torch.ones(400_000)
+    for p in (0.1, 0.5, 0.6):
+        y = dropout(x, p, True)
+        assert abs(float((y > 0).float().mean()) - (1 - p)) < 0.005
+        assert abs(float(y.mean()) - 1.0) < 0.01  # rescaled: unbiased
+    assert torch.equal(dropout(x, 0.5, False), x) and torch.equal(dropout(x, 0.0, True), x)
+    assert not dropout(x, 1.0, True).any()

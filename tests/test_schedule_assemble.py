@@ -72,13 +72,23 @@ def test_halo_reads_missing_sources(cora, cora_k8):
     assert np.array_equal(lg.csr.in_degree()[:n], cora.csr.in_degree()[lg.global_id[:n]])
 
 
-@pytest.mark.parametrize("model,layers", [("gcn", 2), ("sage", 3), ("gat", 2), ("gin", 2)])
-def test_distributed_eval_equals_centralized(cora_dir, cora_k8, tmp_path, model, layers):
+EVAL_CASES = [("gcn", 2), ("sage", 3), ("gat", 2), ("gin", 2)]
+
+
+@pytest.fixture(scope="module")
+def eval_checks(cora_dir, cora_k8, tmp_path_factory):
+    """Every case in one 4-rank launch (start-up, not the check, is what costs)."""
+    out = tmp_path_factory.mktemp("eval")
+    r = run_mpi(4, ROOT / "tests/mpi/eval_check.py", cora_k8, cora_dir, out, *(f"{m}:{n}" for m, n in EVAL_CASES))
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+@pytest.mark.parametrize("model,layers", EVAL_CASES)
+def test_distributed_eval_equals_centralized(eval_checks, model, layers):
     import json
 
-    r = run_mpi(4, ROOT / "tests/mpi/eval_check.py", cora_k8, cora_dir, model, layers, tmp_path)
-    assert r.returncode == 0, r.stderr
-    rows = [json.loads((tmp_path / f"rank{i}.json").read_text()) for i in range(4)]
+    rows = [json.loads((eval_checks / f"{model}-{layers}" / f"rank{i}.json").read_text()) for i in range(4)]
     assert sum(row["nodes"] for row in rows) == 2708
     assert max(row["max_abs_err"] for row in rows) < 1e-4
     assert all(row["eval_bytes"] > 0 for row in rows)

@@ -22,14 +22,20 @@ MODELS = ("gcn", "sage", "gat", "gin", "mlp")
 
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Same distribution as ``F.dropout``, about 3x faster on CPU: one
-    ``torch.rand`` beats ``bernoulli_``, and input dropout over wide feature
-    matrices dominated small-graph epochs."""
+    """Inverted dropout, about 2-3x faster than ``F.dropout`` on CPU: input
+    dropout over wide feature matrices dominated small-graph epochs. Each
+    64-bit draw of the generator yields four 16-bit uniforms, so the keep
+    probability is ``p`` rounded to a multiple of 1/65536 (and the rescale
+    uses that rounded value: the output stays unbiased)."""
     if not training or p == 0.0:
         return x
-    if p >= 1.0:
+    keep = round((1.0 - p) * 65536)
+    if p >= 1.0 or keep == 0:
         return torch.zeros_like(x)
-    return x * (torch.rand_like(x) >= p).to(x.dtype) * (1.0 / (1.0 - p))
+    n = x.numel()
+    r = torch.randint(-2**63, 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64).view(torch.int16)[:n]
+    # r + 32768 is uniform on [0, 65536): keep when it is below ``keep``
+    return x * (r.view(x.shape) < keep - 32768).to(x.dtype) * (65536.0 / keep)
 
 
 class LayerwiseGNN(nn.Module):
