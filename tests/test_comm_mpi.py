@@ -19,6 +19,7 @@ def expected(r: int, p: int) -> dict:
         "broadcast": [7.0, 8.0],
         "alltoallv": [[q, r] for q in range(p) for _ in range(r + 1)],
         "alltoallv_splits": [r + 1] * p,
+        "ialltoallv": [[q, r] for q in range(p) for _ in range(r + 1)],
         # cost model of grappa.comm.base, computed by hand:
         "bytes": {
             "a": 2 * round(2 * (p - 1) / p * 40),   # two allreduces of 10 float32
@@ -26,6 +27,7 @@ def expected(r: int, p: int) -> dict:
             "c": (p - 1) * (r + 1) * 24,            # own (r+1) x 3 float64 rows to every other rank
             "d": (p - 1) * 8 if r == 0 else 0,      # broadcast from root 0
             "e": 16 * sum(j + 1 for j in range(p) if j != r),  # j+1 int64 pairs to each other rank j
+            "f": 16 * sum(j + 1 for j in range(p) if j != r),  # the same, non-blocking
         },
     }
 

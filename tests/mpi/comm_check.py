@@ -27,6 +27,8 @@ rows = torch.tensor([[r, j] for j in range(p) for _ in range(j + 1)], dtype=torc
 recv, recv_splits = comm.alltoallv(rows, splits, category="e")
 res["alltoallv"] = recv.tolist()
 res["alltoallv_splits"] = recv_splits
+pending = comm.ialltoallv(rows, splits, [r + 1] * p, category="f")  # rank q sends r+1 rows here
+res["ialltoallv"] = pending.wait().tolist()
 comm.barrier()
 res["bytes"] = comm.counter.snapshot()
 with open(f"{out}/rank{r}.json", "w") as f:

@@ -122,14 +122,27 @@ class Comm:
 
         Returns (received rows concatenated by source rank, rows received per rank).
         """
+        splits = self._count_alltoallv(t, splits, category)
+        if self.size == 1:
+            return t.clone(), splits
+        return self._alltoallv(t, splits)
+
+    def ialltoallv(self, t: torch.Tensor, splits: list[int], recv_splits: list[int],
+                   category: str = "other") -> Pending:
+        """Non-blocking ``alltoallv`` when the receiver knows ``recv_splits`` (rows
+        from each rank): compute while it is in flight, then ``wait()`` for the rows."""
+        splits = self._count_alltoallv(t, splits, category)
+        if self.size == 1:
+            return Pending(t.clone())
+        return self._ialltoallv(t, splits, [int(s) for s in recv_splits])
+
+    def _count_alltoallv(self, t, splits, category) -> list[int]:
         splits = [int(s) for s in splits]
         if len(splits) != self.size or sum(splits) != t.shape[0]:
             raise ValueError(f"alltoallv: splits {splits} do not match size {self.size} and rows {t.shape[0]}")
         row = nbytes(t[:1]) if t.shape[0] else 0
         self.counter.add(category, row * (sum(splits) - splits[self.rank]))
-        if self.size == 1:
-            return t.clone(), splits
-        return self._alltoallv(t, splits)
+        return splits
 
     def barrier(self) -> None:
         if self.size > 1:
@@ -157,6 +170,10 @@ class Comm:
 
     def _ibroadcast(self, t, root, name) -> Pending:
         raise NotImplementedError
+
+    def _ialltoallv(self, t, splits, recv_splits) -> Pending:
+        """Backends without a non-blocking alltoallv: blocking, done at once."""
+        return Pending(self._alltoallv(t, splits)[0])
 
     def _barrier(self):
         raise NotImplementedError

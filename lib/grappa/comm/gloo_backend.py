@@ -76,6 +76,11 @@ class GlooComm(Comm):
         dist.all_to_all_single(out, t.contiguous(), recv_splits, splits)
         return out, recv_splits
 
+    def _ialltoallv(self, t, splits, recv_splits):
+        out = torch.empty((sum(recv_splits),) + tuple(t.shape[1:]), dtype=t.dtype)
+        work = dist.all_to_all_single(out, t.contiguous(), recv_splits, splits, async_op=True)
+        return Pending(out, work.is_completed, lambda: (work.wait(), out)[1])
+
     def _barrier(self):
         dist.barrier()
 

@@ -42,6 +42,15 @@ class HorovodComm(Comm):
             recv_splits = self.hvd.alltoall(torch.tensor(splits, dtype=torch.int32))
         return received, [int(s) for s in recv_splits]
 
+    def _ialltoallv(self, t, splits, recv_splits):
+        h = self.hvd.alltoall_async(t.contiguous(), splits=torch.tensor(splits, dtype=torch.int32))
+
+        def wait():
+            out = self.hvd.synchronize(h)
+            return out[0] if isinstance(out, tuple) else out
+
+        return Pending(None, lambda: self.hvd.poll(h), wait)
+
     def _barrier(self):
         self.hvd.barrier()
 

@@ -15,14 +15,69 @@ add them to the gradients of their own rows. Layer inputs are laid out as
 [own rows; halo rows], and ``edge_index`` indexes that layout, so a model's
 layer applied to it computes the exact full-neighbour output of the owned
 nodes (the first ``num_owned`` rows).
+
+Rows travel in full precision unless a ``Link`` puts a codec on the wire
+(AdaQP: ``grappa.comm.codec``), one for the forward rows and one for the
+backward gradient rows; ``start_fetch`` + ``attach`` split the exchange so
+that a method can compute while the rows are in flight.
 """
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from grappa.comm import Comm
+from grappa.comm.base import Pending
+from grappa.comm.codec import Codec
 from grappa.shards.assemble import LocalGraph
+
+
+@dataclass
+class Link:
+    """A codec on one direction of an exchange: ``bits_out`` holds a bit-width
+    per row this rank sends (send order), ``bits_in`` per row it receives;
+    ``out_splits`` / ``in_splits`` are the rows to / from each rank;
+    ``on_send(rows)`` sees the rows before they are encoded (AdaQP traces them).
+    Rows travel sorted by bit-width within each destination, so the codec
+    quantizes each width in one pass."""
+
+    codec: Codec
+    bits_out: np.ndarray
+    bits_in: np.ndarray
+    out_splits: list[int]
+    in_splits: list[int]
+    on_send: Callable[[torch.Tensor], None] | None = None
+
+    def __post_init__(self):
+        def order(bits, splits):
+            return np.lexsort((bits, np.repeat(np.arange(len(splits)), splits)))
+
+        self.out_order, self.in_order = order(self.bits_out, self.out_splits), order(self.bits_in, self.in_splits)
+
+    def send(self, comm: Comm, rows: torch.Tensor, category: str) -> Pending:
+        if self.on_send is not None:
+            self.on_send(rows)
+        dim, codec = rows.shape[1], self.codec
+        bits_out, bits_in = self.bits_out[self.out_order], self.bits_in[self.in_order]
+        pending = comm.ialltoallv(codec.encode(rows[torch.from_numpy(self.out_order)], bits_out),
+                                  _segment_sums(codec.row_bytes(bits_out, dim), self.out_splits),
+                                  _segment_sums(codec.row_bytes(bits_in, dim), self.in_splits), category)
+
+        def wait():
+            out = torch.empty(len(bits_in), dim)
+            out[torch.from_numpy(self.in_order)] = codec.decode(pending.wait(), bits_in, dim)
+            return out
+
+        return Pending(None, pending.test, wait)
+
+
+def _segment_sums(values: np.ndarray, splits: list[int]) -> list[int]:
+    ends = np.cumsum(splits)
+    total = np.concatenate([[0], np.cumsum(values)])
+    return (total[ends] - total[ends - np.asarray(splits)]).astype(np.int64).tolist()
 
 
 class HaloPlan:
@@ -69,26 +124,40 @@ class HaloPlan:
 
     def fetch(self, h_own: torch.Tensor, category: str) -> torch.Tensor:
         """[h_own; halo rows], without gradient."""
-        rows, _ = self.comm.alltoallv(h_own[self.send_idx], self.send_splits, category)
-        return torch.cat([h_own, rows])
+        return torch.cat([h_own, self.start_fetch(h_own, category).wait()])
 
-    def exchange(self, h_own: torch.Tensor, category: str, grad_category: str) -> torch.Tensor:
+    def exchange(self, h_own: torch.Tensor, category: str, grad_category: str,
+                 link: Link | None = None, grad_link: Link | None = None) -> torch.Tensor:
         """[h_own; halo rows]; if ``h_own`` needs a gradient, the backward pass
         returns the halo rows' gradients to their owners (``grad_category``)."""
-        return _Exchange.apply(h_own, self, category, grad_category)
+        return self.attach(h_own, self.start_fetch(h_own.detach(), category, link), grad_category, grad_link)
+
+    def start_fetch(self, h_own: torch.Tensor, category: str, link: Link | None = None) -> Pending:
+        """Send the rows other ranks need; ``wait()`` gives the halo rows."""
+        return self._send(h_own[self.send_idx], self.send_splits, self.recv_splits, category, link)
+
+    def attach(self, h_own: torch.Tensor, halo: Pending, grad_category: str, grad_link: Link | None = None):
+        """[h_own; halo.wait()], differentiable like ``exchange``."""
+        return _Exchange.apply(h_own, self, halo, grad_category, grad_link)
+
+    def _send(self, rows, out_splits, in_splits, category, link: Link | None) -> Pending:
+        if link is None:
+            return self.comm.ialltoallv(rows, out_splits, in_splits, category)
+        return link.send(self.comm, rows, category)
 
 
 class _Exchange(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, h_own, plan: HaloPlan, category: str, grad_category: str):
-        ctx.plan, ctx.grad_category = plan, grad_category
-        return plan.fetch(h_own.detach(), category)
+    def forward(ctx, h_own, plan: HaloPlan, halo: Pending, grad_category: str, grad_link: Link | None):
+        ctx.plan, ctx.grad_category, ctx.grad_link = plan, grad_category, grad_link
+        return torch.cat([h_own.detach(), halo.wait()])
 
     @staticmethod
     def backward(ctx, grad):
         plan = ctx.plan
         n = plan.num_owned
-        back, _ = plan.comm.alltoallv(grad[n:].contiguous(), plan.recv_splits, ctx.grad_category)
+        back = plan._send(grad[n:].contiguous(), plan.recv_splits, plan.send_splits, ctx.grad_category,
+                          ctx.grad_link).wait()
         g_own = grad[:n].clone()
         g_own.index_add_(0, plan.send_idx, back)
-        return g_own, None, None, None
+        return g_own, None, None, None, None

@@ -26,7 +26,7 @@ from grappa.train.config import TrainConfig
 from grappa.train.metrics_log import MetricsLog
 
 # What counts as training traffic; every method sends only in these categories.
-TRAIN_CATEGORIES = ("train_grad", "train_feat", "train_act_grad", "train_param", "train_embed")
+TRAIN_CATEGORIES = ("train_grad", "train_feat", "train_act_grad", "train_param", "train_embed", "train_assign")
 
 
 def peak_rss_mb() -> float:

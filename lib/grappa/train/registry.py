@@ -12,6 +12,7 @@ import dataclasses
 
 from grappa.cli_util import reports_input_errors
 from grappa.errors import InputError
+from grappa.train.adaqp import AdaQP, AdaQPNoOverlap
 from grappa.train.averaging import PSGDPA, RandomTMA, SuperTMA
 from grappa.train.centralized import CentralizedMethod
 from grappa.train.grappa_method import GrappaFP, GrappaMethod, GrappaUW
@@ -27,6 +28,7 @@ METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (
     PSGDPA, RandomTMA, SuperTMA,
     LLCG,
     Retexo,
+    AdaQP, AdaQPNoOverlap,
 )}
 
 
