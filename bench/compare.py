@@ -8,8 +8,9 @@ Grappa and its two ablations (UW: uniform weights; FP: fixed partitions);
 `--methods all` adds the model-averaging methods (PSGD-PA, RandomTMA,
 SuperTMA, in their deterministic step mode: see --averaging-args) and LLCG
 (its defaults: K = 64 local steps decreasing by rho = 1.1 per round, one
-server correction step per round; an epoch is one round), and
-`--drop-parts D` also runs each averaging method with D of P + D parts never
+server correction step per round; an epoch is one round), RETEXO and AdaQP
+(with and without overlap, so the overlap's saving is measured in the same
+invocation), and `--drop-parts D` also runs each averaging method with D of P + D parts never
 trained. Each method gets the partition it declares (made once, reused).
 Writes, in --out:
 
@@ -23,6 +24,7 @@ Writes, in --out:
     python bench/compare.py --raw work_data/mygraph --ranks 8 --out bench_results/mine -- --model sage --epochs 100
     python bench/compare.py --preset cora --methods centralized psgd-pa random-tma super-tma --seeds 0 1 --out DIR
     python bench/compare.py --preset cora --ranks 4 --seeds 0 1 --methods centralized psgd-pa llcg --out DIR
+    python bench/compare.py --preset cora --ranks 4 --seeds 0 1 --methods halo adaqp --out DIR
 
 Presets: cora (the shipped Cora; GCN, 100 epochs), sbm (a generated SBM
 with 200k nodes and 2.4M edges; GCN hidden 64, 50 epochs) and sbm-sparse
@@ -133,7 +135,51 @@ def summarize(name: str, runs: list[dict], curves: list[list], target: float) ->
             c: statistics.mean(r["train_bytes_per_rank_per_epoch_by_category"].get(c, 0.0) for r in runs)
             for c in cats},
         "peak_rss_mb_per_rank_max": max(r["peak_rss_mb_max"] for r in runs),
+        **adaqp_summary(runs),
     }
+
+
+def adaqp_summary(runs: list[dict]) -> dict:
+    """AdaQP runs: mean bits per message of the assigned cycles, per layer and
+    direction, over seeds; the solver's total time."""
+    if not runs[0].get("bit_histograms"):
+        return {}
+    bits: dict[str, list[float]] = {}
+    for r in runs:
+        for cycle in r["bit_histograms"]:
+            for key, hist in cycle["bits"].items():
+                n = sum(hist.values())
+                bits.setdefault(key, []).append(sum(int(b) * c for b, c in hist.items()) / max(n, 1))
+    return {"mean_bits_assigned": {k: statistics.mean(v) for k, v in sorted(bits.items())},
+            "solver_s_total_mean": statistics.mean(r["solver_s_total"] for r in runs),
+            "assign_cycles": len(runs[0]["bit_histograms"])}
+
+
+def adaqp_lines(summary: dict, metric: str) -> list[str]:
+    """AdaQP against halo: accuracy, bytes (all and exchange only), bits, overlap saving."""
+    from grappa.train.adaqp import AdaQP, AdaQPNoOverlap
+
+    if AdaQP.label not in summary or "halo" not in summary:
+        return []
+    q, h = summary[AdaQP.label], summary["halo"]
+
+    def exchange(s):
+        cats = s["train_bytes_per_rank_per_epoch_by_category"]
+        return cats.get("train_feat", 0.0) + cats.get("train_act_grad", 0.0)
+
+    lines = [f"- AdaQP vs halo: test {metric} {100 * (q['test_mean'] - h['test_mean']):+.2f} points; training "
+             f"bytes per rank per epoch {q['train_bytes_per_rank_per_epoch'] / h['train_bytes_per_rank_per_epoch']:.3f}"
+             f"x of halo's (the halo exchange alone: {exchange(q) / exchange(h):.3f}x); epoch time "
+             f"{q['epoch_time_s_median'] / h['epoch_time_s_median']:.2f}x.",
+             f"- AdaQP bit-widths, mean bits per message over the {q.get('assign_cycles', 0)} assigned cycles "
+             f"(the first cycle is 8 bits): " + ", ".join(f"{k} {v:.2f}" for k, v in
+                                                           q.get("mean_bits_assigned", {}).items())
+             + f"; solver time {q.get('solver_s_total_mean', 0.0):.3f} s per run."]
+    if AdaQPNoOverlap.label in summary:
+        w, o = summary[AdaQPNoOverlap.label]["epoch_time_s_median"], q["epoch_time_s_median"]
+        lines.append(f"- AdaQP overlap: {1000 * (w - o):+.1f} ms per epoch saved against the same run without "
+                     f"overlap ({1000 * w:.1f} -> {1000 * o:.1f} ms, {100 * (w - o) / w:+.1f}%).")
+    return lines
 
 
 def analytic(raw: Path, metis_dir: Path, train_args: list[str], ranks: int) -> dict:
@@ -260,6 +306,9 @@ def report(a, raw: Path, summary: dict, pred: dict, metric: str, wall: float, tr
                     lines.append(f"- {name}: test {metric} {100 * (s['test_mean'] - c['test_mean']):+.2f} points "
                                  f"against centralized.")
         lines.append("")
+    extra = adaqp_lines(summary, metric)
+    if extra:
+        lines += ([] if "## Analysis" in lines else ["## Analysis", ""]) + extra + [""]
     return "\n".join(lines)
 
 
@@ -287,8 +336,15 @@ def method_runs(a) -> list[tuple[str, str, type, list[str]]]:
                 runs.append((f"{name}-drop{a.drop_parts}", f"{cls.label}, {a.drop_parts} of P+{a.drop_parts} "
                              "parts dropped", cls, [*flags, "--drop-parts", str(a.drop_parts)]))
             continue
-        runs.append((name, cls.label, cls, flags + [f"--{k.replace('_', '-')}={v}" for k, v in cls.defaults.items()]))
+        runs.append((name, cls.label, cls, flags + [_flag(k, v) for k, v in cls.defaults.items()]))
     return runs
+
+
+def _flag(name: str, value) -> str:
+    flag = name.replace("_", "-")
+    if isinstance(value, bool):
+        return f"--{flag}" if value else f"--no-{flag}"
+    return f"--{flag}={value}"
 
 
 def make_plans(a, raw: Path, work: Path, out: Path, train_args: list[str]):

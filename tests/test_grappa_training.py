@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import ROOT, cmdline, descendants, mpi_env, run_mpi
+from grappa.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.mpi
 TRAIN = ["-m", "grappa.train"]
@@ -62,7 +63,7 @@ def test_backends_give_the_same_losses(cora_k16, tmp_path):
 
 
 def _params(out):
-    return torch.load(sorted((out / "checkpoints").glob("ckpt-*.pt"))[-1], weights_only=False)["model"]
+    return load_checkpoint(sorted((out / "checkpoints").glob("ckpt-*.pt"))[-1])["model"]
 
 
 def test_resume_single_rank_is_bitwise(cora_k16, tmp_path):
@@ -122,7 +123,7 @@ def test_sigusr1_checkpoints_and_exits_for_requeue(cora_k16, tmp_path):
     ck = sorted((out / "checkpoints").glob("ckpt-*.pt"))
     assert ck, "no checkpoint written"
     done = len(losses(out))
-    state = torch.load(ck[-1], weights_only=False)
+    state = load_checkpoint(ck[-1])
     assert state["epoch"] in (done, done - 1) and state["epoch"] < 400  # within one step of the signal
     r = grappa(2, cora_k16, out, "--epochs", state["epoch"] + 3, "--repartition-every", 1000, "--resume")
     assert r.returncode == 0, r.stderr

@@ -29,14 +29,35 @@ def wait_for(job_id: str, timeout: float = 600) -> str:
     raise TimeoutError(f"job {job_id} still running after {timeout} s")
 
 
-def sbatch(script, tmp_path, **env) -> tuple[str, str]:
+def submit(script, tmp_path, **env) -> str:
     exports = ",".join(["ALL", f"GRAPPA_ROOT={ROOT}"] + [f"{k}={v}" for k, v in env.items()])
     r = subprocess.run(["sbatch", "--parsable", f"--export={exports}", f"--output={tmp_path}/job-%j.out",
                         str(ROOT / "jobs" / script)], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    job = r.stdout.strip().split(";")[0]
+    return r.stdout.strip().split(";")[0]
+
+
+def sbatch(script, tmp_path, **env) -> tuple[str, str]:
+    job = submit(script, tmp_path, **env)
     state = wait_for(job)
     return state, (tmp_path / f"job-{job}.out").read_text()
+
+
+def job_field(job_id: str, name: str) -> str:
+    out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+    m = re.search(rf"\b{name}=(\S+)", out)
+    return m.group(1) if m else ""
+
+
+def poll(condition, timeout: float, what: str, job_id: str):
+    end = time.time() + timeout
+    while time.time() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    subprocess.run(["scancel", job_id])
+    raise TimeoutError(f"job {job_id}: {what} not seen within {timeout} s")
 
 
 def test_sbatch_centralized_job_completes(tmp_path):
@@ -57,3 +78,53 @@ def test_sbatch_generic_train_job_makes_the_partition_the_method_needs(tmp_path)
     assert result["method"] == "psgd-pa" and result["partition_method"] == "metis" and result["num_chunks"] == 2
     assert (tmp_path / "cora-metis-k2" / "manifest.json").exists()
     assert set(result["train_bytes_by_category"]) == {"train_param"}
+
+
+# The requeue round trip: full-graph Grappa, dropout 0, so the resumed run
+# must end with the uninterrupted run's parameters.
+REQUEUE_EPOCHS = 100
+REQUEUE_ENV = dict(EPOCHS=REQUEUE_EPOCHS, REPARTITION_EVERY=5, MODEL="gcn", HIDDEN=16, EXTRA="--dropout 0")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(cora_k16, tmp_path_factory):
+    from conftest import run_mpi
+
+    out = tmp_path_factory.mktemp("requeue") / "reference"
+    r = run_mpi(4, "-m", "grappa.train", "--method", "grappa", "--data", cora_k16, "--out", out, "--model", "gcn",
+                "--epochs", REQUEUE_EPOCHS, "--hidden", 16, "--repartition-every", 5, "--schedule", "sweep",
+                "--weighting", "node", "--halo-hops", 0, "--batch-size", 0, "--backend", "horovod",
+                "--no-progress", "--dropout", 0)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("signal_name,launcher", [("USR1", "srun"), ("TERM", "mpirun")])
+def test_requeue_round_trip_resumes_exactly(cora_k16, uninterrupted, tmp_path, signal_name, launcher):
+    """Signal the running job (USR1: the time limit; TERM: preemption), see it
+    checkpoint and requeue, start it at once, and check the finished run."""
+    import torch
+    from grappa.checkpoint import list_checkpoints, load_checkpoint
+
+    out = tmp_path / "run"
+    job = submit("train_grappa.slurm", tmp_path, DATASET=cora_k16, OUT=out, LAUNCHER=launcher, **REQUEUE_ENV)
+    metrics = out / "metrics.jsonl"
+    poll(lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 5, 300, "epoch 5", job)
+    subprocess.run(["scancel", "--batch", f"--signal={signal_name}", job], check=True)
+    poll(lambda: job_field(job, "Restarts") not in ("", "0") and job_field(job, "JobState") == "PENDING",
+         120, "the requeue", job)
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+    state = wait_for(job)
+    log = (tmp_path / f"job-{job}.out").read_text()
+    assert state == "COMPLETED", log
+    # One log across both runs, each run marked; the signal was handled, not fatal.
+    assert [int(n) for n in re.findall(rf"==== job {job} run (\d+)", log)] == [1, 2], log
+    assert f"{signal_name}: checkpoint requested" in log and "requeueing job" in log
+    epochs = [json.loads(x)["epoch"] for x in metrics.read_text().splitlines()]
+    assert epochs == list(range(REQUEUE_EPOCHS))  # none missing, none repeated
+    assert json.loads((out / "result.json").read_text())["epochs_run"] == REQUEUE_EPOCHS
+    a = load_checkpoint(list_checkpoints(uninterrupted / "checkpoints")[-1])["model"]
+    b = load_checkpoint(list_checkpoints(out / "checkpoints")[-1])["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=0)

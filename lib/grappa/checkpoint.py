@@ -10,11 +10,15 @@ between model averagings) also writes one ``.rankR`` file per rank, before
 rank 0 writes the main file, which is the commit point. Randomness is derived
 from (seed, epoch, rank, step), so most methods need no RNG state.
 
-A latest checkpoint that cannot be read falls back to the previous one, with
+Each file has a ``.sha256`` beside it, written first: a latest checkpoint
+that cannot be read, or whose bytes no longer match their recorded hash (a
+bit flipped on disk, a copy cut short), falls back to the previous one, with
 a warning naming the bad file.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import re
 import sys
@@ -25,13 +29,25 @@ import torch
 _NAME = re.compile(r"ckpt-(\d{6})-(\d{6})\.pt$")
 
 
-def _atomic_save(obj, path: Path) -> None:
+def _atomic_write(data: bytes, path: Path) -> None:
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     with open(tmp, "wb") as f:
-        torch.save(obj, f)
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _atomic_save(obj, path: Path) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    data = buf.getvalue()
+    _atomic_write(hashlib.sha256(data).hexdigest().encode() + b"\n", _digest_path(path))  # first: the file commits
+    _atomic_write(data, path)
+
+
+def _digest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
 
 
 def checkpoint_path(directory, epoch: int, step: int) -> Path:
@@ -57,7 +73,7 @@ def save_checkpoint(directory, state: dict, keep: int = 3) -> Path:
     path = checkpoint_path(d, state["epoch"], state["step"])
     _atomic_save(state, path)
     for old in list_checkpoints(d)[:-keep]:
-        for f in [old, *old.parent.glob(old.name + ".rank*")]:
+        for f in [old, *old.parent.glob(old.name + ".*")]:  # rank files and digests
             f.unlink(missing_ok=True)
     return path
 
@@ -71,8 +87,13 @@ def list_checkpoints(directory) -> list[Path]:
 
 
 def load_checkpoint(path) -> dict:
-    """Load one checkpoint file (no code runs: weights_only)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Load one checkpoint file (no code runs: weights_only), checking its
+    recorded SHA-256 when it has one (ValueError on a mismatch)."""
+    data = Path(path).read_bytes()
+    digest = _digest_path(Path(path))
+    if digest.exists() and digest.read_text().strip() != hashlib.sha256(data).hexdigest():
+        raise ValueError(f"its bytes do not match {digest.name}")
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
 def load_latest(directory) -> dict | None:
