@@ -28,8 +28,10 @@ launcher() {
         if [ -n "${SLURM_JOB_ID:-}" ]; then how=srun; else how=mpirun; fi
     fi
     case "$how" in
-        # --kill-on-bad-exit: one failed rank ends the step (no rank left waiting in a collective)
-        srun) printf '%s\n' srun --mpi=pmix --ntasks="$1" --overcommit --kill-on-bad-exit=1 ;;
+        # --wait: once one rank has ended, the others get 30 s, then the step ends (no rank
+        # left waiting in a collective). Not --kill-on-bad-exit: a stop's exit status 99 is
+        # "bad" to srun, which would kill ranks still closing after their checkpoint.
+        srun) printf '%s\n' srun --mpi=pmix --ntasks="$1" --overcommit --wait=30 ;;
         mpirun) printf '%s\n' mpirun -np "$1" --oversubscribe ;;
         *) echo "[grappa] LAUNCHER=$how: use srun or mpirun" >&2; return 2 ;;
     esac

@@ -82,7 +82,7 @@ def test_sbatch_generic_train_job_makes_the_partition_the_method_needs(tmp_path)
 
 # The requeue round trip: full-graph Grappa, dropout 0, so the resumed run
 # must end with the uninterrupted run's parameters.
-REQUEUE_EPOCHS = 100
+REQUEUE_EPOCHS = 40
 REQUEUE_ENV = dict(EPOCHS=REQUEUE_EPOCHS, REPARTITION_EVERY=5, MODEL="gcn", HIDDEN=16, EXTRA="--dropout 0")
 
 

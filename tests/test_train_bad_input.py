@@ -13,6 +13,8 @@ BAD_FLAGS = [(["--lr", "-0.1"], "--lr"), (["--lr", "0"], "--lr"), (["--hidden", 
              (["--heads", "0"], "--heads"), (["--epochs", "0"], "--epochs"),
              (["--repartition-every", "-3", "--method", "grappa"], "--repartition-every"),
              (["--shrinkage-lambda", "7", "--method", "grappa"], "--shrinkage-lambda"),
+             (["--assign-cycle", "0", "--method", "adaqp"], "--assign-cycle"),
+             (["--variance-weight", "1.5", "--method", "adaqp"], "--variance-weight"),
              (["--average-every-seconds", "0", "--method", "random-tma"], "--average-every-seconds")]
 
 
@@ -47,3 +49,17 @@ def test_resume_with_another_model_or_dataset_is_refused(cora_dir, tmp_path):
     assert r.returncode == 2 and "another dataset" in r.stderr
     r = run_cli("grappa.train", "--data", cora_dir, "--out", out, "--epochs", 4, "--resume", "--method", "halo")
     assert r.returncode == 2 and "raw graph" in r.stderr  # halo reads shards: the input check comes first
+
+
+@pytest.mark.parametrize("name", ["../outside.h5", "/etc/passwd", "sub/chunk.h5", ".."])
+def test_manifest_file_names_must_stay_inside_the_dataset(cora_k8, tmp_path, name):
+    import json
+
+    d = tmp_path / "data"
+    shutil.copytree(cora_k8, d)
+    m = json.loads((d / "manifest.json").read_text())
+    m["chunks"][1]["file"] = name
+    (d / "manifest.json").write_text(json.dumps(m))
+    r = run_cli("grappa.shards.validate", d)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
+    assert "manifest.json" in r.stderr and repr(name) in r.stderr

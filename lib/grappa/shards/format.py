@@ -125,6 +125,12 @@ def load_manifest(directory) -> dict:
         raise InputError(path, f"not valid JSON ({e})") from e
     if m.get("schema") != MANIFEST_SCHEMA:
         raise InputError(path, f"field 'schema' is {m.get('schema')!r}, expected {MANIFEST_SCHEMA!r}")
+    names = [c.get("file") for c in m.get("chunks", [])] + [f.get("name") for f in m.get("files", [])]
+    for name in names:
+        # Shards live in the dataset directory: never read a file outside it.
+        if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+            raise InputError(path, f"shard file name {name!r} is not a plain name inside the dataset directory",
+                             "restore manifest.json as the partitioner wrote it (or re-run the partitioner)")
     return m
 
 
