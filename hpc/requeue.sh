@@ -54,7 +54,10 @@ run_requeueable() {
     set -e
     if [ "$status" -eq 99 ]; then
         echo "[grappa] checkpointed; requeueing job ${SLURM_JOB_ID:-}"
-        [ -n "${SLURM_JOB_ID:-}" ] && scontrol requeue "$SLURM_JOB_ID"
+        if [ -n "${SLURM_JOB_ID:-}" ]; then
+            # On preemption (or `scontrol requeue`) Slurm has requeued the job itself.
+            scontrol requeue "$SLURM_JOB_ID" || echo "[grappa] job ${SLURM_JOB_ID} is already being requeued"
+        fi
         return 0
     fi
     return "$status"

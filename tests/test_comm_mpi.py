@@ -57,3 +57,20 @@ def test_single_process_counts_nothing():
     assert out.tolist() == [1.0] * 5 and comm.counter.bytes["train_grad"] == 0
     recv, splits = comm.alltoallv(torch.ones(3, 2), [3], category="eval")
     assert splits == [3] and comm.counter.total() == 0
+
+
+@pytest.mark.parametrize("var,value,ranks", [("OMPI_COMM_WORLD_LOCAL_SIZE", "4", 4),
+                                             ("SLURM_STEP_TASKS_PER_NODE", "4", 4),
+                                             ("SLURM_STEP_TASKS_PER_NODE", "2(x3)", 2),
+                                             ("SLURM_STEP_TASKS_PER_NODE", "3,1", 3)])
+def test_threads_per_rank_shares_the_cores_among_local_ranks(monkeypatch, var, value, ranks):
+    import os
+
+    from grappa.comm.base import threads_per_rank
+
+    for v in ("OMP_NUM_THREADS", "OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_STEP_TASKS_PER_NODE", "SLURM_NTASKS_PER_NODE",
+              "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setenv(var, value)
+    assert threads_per_rank() == 8 // ranks  # srun ranks no longer each take every core

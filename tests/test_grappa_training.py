@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -189,16 +188,4 @@ def test_cora_k16_p4_within_two_points_of_centralized(accuracy_runs, model, mode
     print(f"{model}/{mode}: {means}")
     assert means["grappa"] >= means["centralized"] - 0.02  # the acceptance: within 2 points
 
-
-def test_sbatch_train_grappa(cora_dir, tmp_path):
-    if shutil.which("sbatch") is None or "SLURM_CONF" not in os.environ:
-        pytest.skip("local Slurm not started (run through hpc/run_tests.sh)")
-    from test_slurm_jobs import sbatch
-
-    out = tmp_path / "run"
-    state, log = sbatch("train_grappa.slurm", tmp_path, RAW=tmp_path / "cora", DATASET=tmp_path / "cora-k16",
-                        NUM_CHUNKS=16, OUT=out, EPOCHS=40, REPARTITION_EVERY=10)
-    assert state == "COMPLETED", log
-    res = result(out)
-    assert res["method"] == "grappa" and res["world_size"] == 4 and res["test_metric"] > 0.5
 

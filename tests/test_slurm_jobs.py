@@ -86,12 +86,10 @@ REQUEUE_EPOCHS = 40
 REQUEUE_ENV = dict(EPOCHS=REQUEUE_EPOCHS, REPARTITION_EVERY=5, MODEL="gcn", HIDDEN=16, EXTRA="--dropout 0")
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(cora_k16, tmp_path_factory):
+def uninterrupted(data, out):
     from conftest import run_mpi
 
-    out = tmp_path_factory.mktemp("requeue") / "reference"
-    r = run_mpi(4, "-m", "grappa.train", "--method", "grappa", "--data", cora_k16, "--out", out, "--model", "gcn",
+    r = run_mpi(4, "-m", "grappa.train", "--method", "grappa", "--data", data, "--out", out, "--model", "gcn",
                 "--epochs", REQUEUE_EPOCHS, "--hidden", 16, "--repartition-every", 5, "--schedule", "sweep",
                 "--weighting", "node", "--halo-hops", 0, "--batch-size", 0, "--backend", "horovod",
                 "--no-progress", "--dropout", 0)
@@ -100,31 +98,41 @@ def uninterrupted(cora_k16, tmp_path_factory):
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("signal_name,launcher", [("USR1", "srun"), ("TERM", "mpirun")])
-def test_requeue_round_trip_resumes_exactly(cora_k16, uninterrupted, tmp_path, signal_name, launcher):
-    """Signal the running job (USR1: the time limit; TERM: preemption), see it
-    checkpoint and requeue, start it at once, and check the finished run."""
+@pytest.mark.parametrize("how,launcher", [("USR1", "srun"), ("preempt", "mpirun")])
+def test_requeue_round_trip_resumes_exactly(cora_k16, tmp_path, how, launcher):
+    """Stop the running job: USR1 to the batch script (the time limit's
+    signal), or `scontrol requeue` (what preemption does: TERM to every
+    process, the requeue by Slurm). It checkpoints, requeues, is started at
+    once, and must end exactly where an uninterrupted run ends. The USR1 job
+    also imports and partitions the graph itself (through srun)."""
     import torch
     from grappa.checkpoint import list_checkpoints, load_checkpoint
 
-    out = tmp_path / "run"
-    job = submit("train_grappa.slurm", tmp_path, DATASET=cora_k16, OUT=out, LAUNCHER=launcher, **REQUEUE_ENV)
+    out, data = tmp_path / "run", (tmp_path / "cora-k16" if how == "USR1" else cora_k16)
+    job = submit("train_grappa.slurm", tmp_path, RAW=tmp_path / "cora", DATASET=data, NUM_CHUNKS=16, OUT=out,
+                 LAUNCHER=launcher, **REQUEUE_ENV)
     metrics = out / "metrics.jsonl"
     poll(lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 5, 300, "epoch 5", job)
-    subprocess.run(["scancel", "--batch", f"--signal={signal_name}", job], check=True)
+    if how == "USR1":
+        subprocess.run(["scancel", "--batch", "--signal=USR1", job], check=True)
+    else:
+        subprocess.run(["scontrol", "requeue", job], check=True)
     poll(lambda: job_field(job, "Restarts") not in ("", "0") and job_field(job, "JobState") == "PENDING",
          120, "the requeue", job)
     subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
     state = wait_for(job)
     log = (tmp_path / f"job-{job}.out").read_text()
     assert state == "COMPLETED", log
-    # One log across both runs, each run marked; the signal was handled, not fatal.
+    # One log across both runs, each run marked.
     assert [int(n) for n in re.findall(rf"==== job {job} run (\d+)", log)] == [1, 2], log
-    assert f"{signal_name}: checkpoint requested" in log and "requeueing job" in log
+    if how == "USR1":
+        assert "USR1: checkpoint requested" in log and "requeueing job" in log, log
     epochs = [json.loads(x)["epoch"] for x in metrics.read_text().splitlines()]
     assert epochs == list(range(REQUEUE_EPOCHS))  # none missing, none repeated
-    assert json.loads((out / "result.json").read_text())["epochs_run"] == REQUEUE_EPOCHS
-    a = load_checkpoint(list_checkpoints(uninterrupted / "checkpoints")[-1])["model"]
+    res = json.loads((out / "result.json").read_text())
+    assert res["epochs_run"] == REQUEUE_EPOCHS and res["method"] == "grappa" and res["world_size"] == 4
+    ref = uninterrupted(data, tmp_path / "reference")
+    a = load_checkpoint(list_checkpoints(ref / "checkpoints")[-1])["model"]
     b = load_checkpoint(list_checkpoints(out / "checkpoints")[-1])["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=0)

@@ -227,6 +227,8 @@ def run(cfg: TrainConfig, comm: Comm | None = None) -> dict:
         _save(method, cfg, comm, ckpt_dir, epoch, step, st)
 
     log = MetricsLog(out, enabled=comm.rank == 0)
+    if cfg.resume:
+        log.keep_before(state.epoch)
     try:
         st = run_epochs(cfg, comm, method, log, state, checkpoint=checkpoint)
     except StopRequested:

@@ -20,6 +20,19 @@ class MetricsLog:
             except Exception:  # tensorboard not installed
                 self._tb = None
 
+    def keep_before(self, epoch: int) -> None:
+        """On resume: drop the rows of epochs >= ``epoch`` (written after the
+        checkpoint being resumed), so every epoch appears once; keep the
+        earlier ones for metrics.csv."""
+        path = self.out / "metrics.jsonl"
+        if not self.enabled or not path.exists():
+            return
+        rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        self.rows = [r for r in rows if r.get("epoch", -1) < epoch]
+        tmp = path.with_name(".metrics.jsonl.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
+        tmp.replace(path)
+
     def log(self, row: dict) -> None:
         self.rows.append(row)
         if not self.enabled:
