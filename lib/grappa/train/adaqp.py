@@ -27,11 +27,11 @@ import numpy as np
 import torch
 
 from grappa.comm.codec import StochasticQuantizer
-from grappa.errors import InputError
 from grappa.models import GIN
 from grappa.train.bit_assignment import SOLVERS, AssignmentProblem, group_messages
 from grappa.train.halo_exchange import Link
 from grappa.train.halo_method import HaloMethod
+from grappa.train.method import check_options
 
 FWD, BWD = 0, 1
 
@@ -54,11 +54,9 @@ class AdaQPOptions:
         "help": "fit each channel's time against bytes at start-up; --no-profile: time = bytes (reproducible)"})
 
     def __post_init__(self):
-        for name, ok, want in (("--assign-cycle", self.assign_cycle >= 1, "at least 1"),
-                               ("--group-size", self.group_size >= 1, "at least 1"),
-                               ("--variance-weight", 0.0 <= self.variance_weight <= 1.0, "in [0, 1]")):
-            if not ok:
-                raise InputError(name, f"must be {want}, got {getattr(self, name[2:].replace('-', '_'))}")
+        check_options(self, (("--assign-cycle", self.assign_cycle >= 1, "at least 1"),
+                             ("--group-size", self.group_size >= 1, "at least 1"),
+                             ("--variance-weight", 0.0 <= self.variance_weight <= 1.0, "in [0, 1]")))
 
 
 @dataclass

@@ -45,6 +45,7 @@ from grappa.train.averaging import LocalTraining
 from grappa.train.config import make_optimizer
 from grappa.train.evaluate import loss_fn
 from grappa.train.loop import peak_rss_mb
+from grappa.train.method import check_options
 from grappa.train.steps import epoch_order, step_seed
 
 
@@ -70,9 +71,7 @@ class LLCGOptions:
                   ("--server-lr", self.server_lr > 0, "positive"),
                   ("--server-batch-size", self.server_batch_size >= 0, "0 or more"),
                   ("--checkpoint-every", self.checkpoint_every >= 1, "at least 1"))
-        for name, ok, want in checks:
-            if not ok:
-                raise InputError(name, f"must be {want}, got {getattr(self, name[2:].replace('-', '_'))}")
+        check_options(self, checks)
 
 
 def local_steps_of(opts: LLCGOptions, rnd: int, rounds: int) -> int:

@@ -46,7 +46,7 @@ from grappa.shards.assemble import load_chunk_set
 from grappa.train.distributed_eval import DistributedEvaluator
 from grappa.train.evaluate import loss_fn
 from grappa.train.halo_exchange import HaloPlan
-from grappa.train.method import Method
+from grappa.train.method import Method, check_options
 from grappa.train.steps import allreduce_gradients, step_seed
 
 CONVS = ("gcn", "sage", "gat")
@@ -113,11 +113,9 @@ class RetexoOptions:
         "help": "rounds between checkpoints (also on a stop signal and at the end)"})
 
     def __post_init__(self):
-        for name, ok, want in (("--rounds-per-stage", self.rounds_per_stage >= 0, "0 or more"),
-                               ("--stage-lr", self.stage_lr > 0, "positive"),
-                               ("--checkpoint-every", self.checkpoint_every >= 1, "at least 1")):
-            if not ok:
-                raise InputError(name, f"must be {want}, got {getattr(self, name[2:].replace('-', '_'))}")
+        check_options(self, (("--rounds-per-stage", self.rounds_per_stage >= 0, "0 or more"),
+                             ("--stage-lr", self.stage_lr > 0, "positive"),
+                             ("--checkpoint-every", self.checkpoint_every >= 1, "at least 1")))
 
 
 class Retexo(Method):
