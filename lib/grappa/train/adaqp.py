@@ -97,11 +97,11 @@ class AdaQP(HaloMethod):
         alpha_send, _ = comm.alltoallv(alpha_halo[:, None], plan.recv_splits, "setup")
         self.alpha = {FWD: alpha_send[:, 0].numpy(), BWD: alpha_halo.numpy()}
         self.splits = {FWD: (plan.send_splits, plan.recv_splits), BWD: (plan.recv_splits, plan.send_splits)}
-        self.bits, self.links = {}, {}
+        self.links: dict[tuple[int, int], Link] = {}  # (layer, direction) -> the widths on its wire
         for i in range(model.num_layers):
             for d in (FWD, BWD):
                 self._set_bits(i, d, *self._uniform(d, self.opts.fixed_bits or 8))
-        self.scores = {key: np.zeros(len(self.bits[key][0])) for key in self.bits}
+        self.scores = {key: np.zeros(len(link.bits_out)) for key, link in self.links.items()}
         self.history: list[dict] = []
         p = comm.size
         self.slope, self.intercept = np.ones(p * p), np.zeros(p * p)
@@ -192,7 +192,6 @@ class AdaQP(HaloMethod):
     # ---------------------------------------------------------- training
     def _set_bits(self, layer: int, direction: int, bits_out: np.ndarray, bits_in: np.ndarray) -> None:
         out, inn = self.splits[direction]
-        self.bits[layer, direction] = (bits_out, bits_in)
         self.links[layer, direction] = Link(self.codec, bits_out, bits_in, out, inn,
                                             lambda rows: self._trace(layer, direction, rows))
 
@@ -261,8 +260,8 @@ class AdaQP(HaloMethod):
             reply[0] = time.perf_counter() - t0
         reply = comm.broadcast(reply, 0, "train_assign").numpy()
         group_bits = reply[1:].astype(np.int64)
-        counts = comm.allgather(torch.tensor([len(gch)]), "train_assign").numpy()
-        first = int(counts[: comm.rank].sum())
+        # Gathered in rank order, channel = sender x P + receiver: the groups before mine are lower ranks'.
+        first = int(np.count_nonzero(table[:, 0] // p < comm.rank))
         hist = {str(b): int(prob.group_rows[group_bits == b].sum()) for b in (2, 4, 8)}
         return group_bits[first: first + len(gch)][group_of], hist, float(reply[0])
 
@@ -277,11 +276,12 @@ class AdaQP(HaloMethod):
         self.slope, self.intercept = np.array(state["adaqp"]["slope"]), np.array(state["adaqp"]["intercept"])
 
     def rank_state_dict(self) -> dict:
-        return {"bits": {f"{k[0]}-{k[1]}": [torch.from_numpy(b) for b in v] for k, v in self.bits.items()},
+        return {"bits": {f"{k[0]}-{k[1]}": [torch.from_numpy(link.bits_out), torch.from_numpy(link.bits_in)]
+                         for k, link in self.links.items()},
                 "scores": {f"{k[0]}-{k[1]}": torch.from_numpy(v) for k, v in self.scores.items()}}
 
     def load_rank_state_dict(self, state: dict) -> None:
-        for key in list(self.bits):
+        for key in list(self.links):
             name = f"{key[0]}-{key[1]}"
             self._set_bits(*key, *(t.numpy() for t in state["bits"][name]))
             self.scores[key] = state["scores"][name].numpy().copy()
