@@ -22,7 +22,7 @@ MODELS = ("gcn", "sage", "gat", "gin", "mlp")
 
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Inverted dropout, about 2-3x faster than ``F.dropout`` on CPU: input
+    """Inverted dropout, faster than ``F.dropout`` on CPU (docs/BENCHMARKS.md): input
     dropout over wide feature matrices dominated small-graph epochs. Each
     64-bit draw of the generator yields four 16-bit uniforms, so the keep
     probability is ``p`` rounded to a multiple of 1/65536 (and the rescale
