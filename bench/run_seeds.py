@@ -40,7 +40,7 @@ def main(argv=None) -> None:
         p.error("give --plan, or --out with the grappa-train arguments after --")
     parser = build_parser()
     cfgs = [config_from_args(parser.parse_args([*r["args"], "--out", r["out"]])) for r in plan]
-    comm = make_comm(cfgs[0].backend)
+    comm = make_comm(cfgs[0].backend, cfgs[0].comm_timeout)
     try:
         for cfg in cfgs:
             run(cfg, comm)

@@ -31,19 +31,29 @@ _NAME = re.compile(r"ckpt-(\d{6})-(\d{6})\.pt$")
 
 def _atomic_write(data: bytes, path: Path) -> None:
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
+        raise
 
 
-def _atomic_save(obj, path: Path) -> None:
+def _atomic_save(obj, path: Path, mid_write=None) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     data = buf.getvalue()
     _atomic_write(hashlib.sha256(data).hexdigest().encode() + b"\n", _digest_path(path))  # first: the file commits
-    _atomic_write(data, path)
+    try:
+        if mid_write:  # fault injection (grappa.faults): fail with the digest written and the data not
+            mid_write(path)
+        _atomic_write(data, path)
+    except BaseException:
+        _digest_path(path).unlink(missing_ok=True)  # a digest alone is harmless, but leave nothing
+        raise
 
 
 def _digest_path(path: Path) -> Path:
@@ -67,11 +77,11 @@ def save_rank_state(directory, epoch: int, step: int, rank: int, state: dict) ->
     return path
 
 
-def save_checkpoint(directory, state: dict, keep: int = 3) -> Path:
+def save_checkpoint(directory, state: dict, keep: int = 3, mid_write=None) -> Path:
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     path = checkpoint_path(d, state["epoch"], state["step"])
-    _atomic_save(state, path)
+    _atomic_save(state, path, mid_write)
     for old in list_checkpoints(d)[:-keep]:
         for f in [old, *old.parent.glob(old.name + ".*")]:  # rank files and digests
             f.unlink(missing_ok=True)

@@ -1,21 +1,98 @@
 """Shared plumbing for command-line entry points."""
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
+import os
 import sys
+import time
+import traceback
 
-from grappa.errors import InputError
+from grappa.errors import InputError, environment_error
+
+
+def _world_size() -> int:
+    for var in ("OMPI_COMM_WORLD_SIZE", "SLURM_NTASKS", "PMI_SIZE", "WORLD_SIZE"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 1
+
+
+def _rank() -> str:
+    for var in ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID", "PMI_RANK", "RANK"):
+        if var in os.environ:
+            return os.environ[var]
+    return "0"
+
+
+def _leave(status: int) -> None:
+    """Exit now. Under several ranks, skip the interpreter's shutdown: MPI's
+    finalize waits for every rank, so a rank that failed alone would wait
+    there for ranks that are blocked in a collective (or stopped) and the job
+    would hang instead of ending. The launcher sees this exit and ends the job."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if _world_size() > 1:
+        os._exit(status)
+    sys.exit(status)
+
+
+def _failed() -> None:
+    """A bug: the traceback, headed by the rank under several ranks, and out at once."""
+    if _world_size() == 1:
+        raise  # noqa: PLE0704 - called from an except block: the usual traceback and status
+    print(f"[rank {_rank()}] failed:\n{traceback.format_exc()}", file=sys.stderr, end="")
+    _leave(1)
+
+
+def parse_args_once(parser, argv=None):
+    """``parser.parse_args`` where every rank parses the same command line:
+    only rank 0 prints a usage error (every rank still exits with status 2)."""
+    if _rank() == "0":
+        return parser.parse_args(argv)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            return parser.parse_args(argv)
+    except SystemExit as e:
+        if e.code:  # as for an InputError found everywhere: let rank 0 print before the job ends
+            time.sleep(60)
+        raise
+
+
+def checked_everywhere(fn, *args):
+    """``fn(*args)`` whose InputError every rank raises alike (flag checks): rank 0 reports it."""
+    try:
+        return fn(*args)
+    except InputError as e:
+        e.everywhere = True
+        raise
 
 
 def reports_input_errors(main):
-    """Turn an ``InputError`` into one clear line on stderr and exit status 2."""
+    """Turn an ``InputError``, or a full, read-only or failing disk, into one
+    clear line on stderr and exit status 2; under several ranks, any other
+    error ends this rank at once (status 1) with its traceback headed by the
+    rank, so the job cannot hang."""
 
     @functools.wraps(main)
     def wrapper(argv=None):
         try:
             return main(argv)
         except InputError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
+            if e.everywhere and _rank() != "0":
+                # Rank 0 reports it. Exiting first would let the launcher end the job before
+                # rank 0 has printed: wait to be ended with the job instead (60 s at most).
+                time.sleep(60)
+            else:
+                print(f"error: {e}", file=sys.stderr)
+            _leave(2)
+        except OSError as e:
+            if (env := environment_error(e)) is None:
+                _failed()
+            print(f"error: {env}", file=sys.stderr)
+            _leave(2)
+        except Exception:
+            _failed()
 
     return wrapper

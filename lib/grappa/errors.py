@@ -1,6 +1,9 @@
 """One exception type for bad user input, so every command reports it the same way."""
 from __future__ import annotations
 
+import errno
+import os
+
 
 class InputError(Exception):
     """Bad input: names the file, the problem and the fix.
@@ -13,7 +16,24 @@ class InputError(Exception):
         self.path = str(path)
         self.problem = problem
         self.fix = fix
+        self.everywhere = False  # every rank finds the same error: only rank 0 reports it
         msg = f"{self.path}: {problem}"
         if fix:
             msg += f" (fix: {fix})"
         super().__init__(msg)
+
+
+# What the machine, not the program, got wrong: reported like bad input (one line, exit 2).
+_ENVIRONMENT = {errno.ENOSPC: "free space on that file system, or write elsewhere",
+                errno.EDQUOT: "free space within your quota, or write elsewhere",
+                errno.EFBIG: "raise the file size limit (ulimit -f), or write elsewhere",
+                errno.EROFS: "write to a writable file system",
+                errno.EACCES: "write where you have permission", errno.EPERM: "write where you have permission",
+                errno.EIO: "check the disk (dmesg), or write elsewhere"}
+
+
+def environment_error(e: OSError) -> InputError | None:
+    """A full, read-only or failing disk as an InputError naming the path; None for other errors."""
+    if e.errno not in _ENVIRONMENT:
+        return None
+    return InputError(e.filename or "(a file)", e.strerror or os.strerror(e.errno), _ENVIRONMENT[e.errno])

@@ -35,7 +35,8 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     n = x.numel()
     r = torch.randint(-2**63, 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64).view(torch.int16)[:n]
     # r + 32768 is uniform on [0, 65536): keep when it is below ``keep``
-    return x * (r.view(x.shape) < keep - 32768).to(x.dtype) * (65536.0 / keep)
+    # bool * float promotes in one pass; the in-place rescale saves a second temporary
+    return (x * (r.view(x.shape) < keep - 32768)).mul_(65536.0 / keep)
 
 
 class LayerwiseGNN(nn.Module):

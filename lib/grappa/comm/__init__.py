@@ -11,7 +11,9 @@ from grappa.comm.base import AVERAGE, MAX, MIN, SUM, ByteCounter, Comm, SingleCo
 BACKENDS = ("auto", "horovod", "gloo", "single")
 
 
-def make_comm(backend: str = "auto") -> Comm:
+def make_comm(backend: str = "auto", timeout_s: float = 600.0) -> Comm:
+    """``timeout_s``: how long a collective may wait for a live but silent peer
+    (a rank that died is the launcher's to catch: mpirun and srun end the job)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown comm backend {backend!r}; choose one of {BACKENDS}")
     if backend == "auto":
@@ -29,10 +31,10 @@ def make_comm(backend: str = "auto") -> Comm:
     if backend == "horovod":
         from grappa.comm.horovod_backend import HorovodComm
 
-        return HorovodComm()
+        return HorovodComm(timeout_s)
     from grappa.comm.gloo_backend import GlooComm
 
-    return GlooComm()
+    return GlooComm(timeout_s)
 
 
 __all__ = ["make_comm", "Comm", "SingleComm", "ByteCounter", "env_rank_size", "SUM", "AVERAGE", "MAX", "MIN"]

@@ -19,6 +19,9 @@ from collections import defaultdict
 
 import torch
 
+from grappa.comm.watchdog import Watchdog
+from grappa.faults import FaultPoints
+
 SUM, AVERAGE, MAX, MIN = "sum", "average", "max", "min"
 
 
@@ -91,24 +94,48 @@ class Comm:
 
     name = "base"
 
-    def __init__(self, rank: int, size: int, local_rank: int = 0):
+    def __init__(self, rank: int, size: int, local_rank: int = 0, timeout_s: float = 600.0):
         self.rank, self.size, self.local_rank = rank, size, local_rank
         self.counter = ByteCounter()
+        self.faults = FaultPoints.from_env(rank)  # disarmed unless GRAPPA_FAULT names this rank
+        self.watchdog = Watchdog(rank, timeout_s) if size > 1 else None
+
+    def fault_point(self, phase: str, path=None) -> None:
+        """Where the reliability tests kill a rank (``grappa.faults``); a no-op otherwise."""
+        self.faults.hit(phase, path)
+
+    def _enter(self, category: str) -> None:
+        if self.watchdog:
+            self.watchdog.enter(category)
+        if category.startswith("train_"):
+            self.faults.hit("allreduce")
+        elif category == "eval":
+            self.faults.hit("eval")
+
+    def _leave(self, category: str, result):
+        if self.watchdog:
+            self.watchdog.leave()
+        if category.startswith("train_"):
+            self.faults.hit("step")
+        return result
 
     # -- public API (counts, then delegates) ---------------------------------
     def allreduce(self, t: torch.Tensor, op: str = SUM, category: str = "other") -> torch.Tensor:
         p = self.size
         self.counter.add(category, 2 * (p - 1) / p * nbytes(t))
-        return self._allreduce(t, op) if p > 1 else t.clone()
+        self._enter(category)
+        return self._leave(category, self._allreduce(t, op) if p > 1 else t.clone())
 
     def allgather(self, t: torch.Tensor, category: str = "other") -> torch.Tensor:
         """Concatenate every rank's tensor along dim 0 (first dims may differ)."""
         self.counter.add(category, (self.size - 1) * nbytes(t))
-        return self._allgather(t) if self.size > 1 else t.clone()
+        self._enter(category)
+        return self._leave(category, self._allgather(t) if self.size > 1 else t.clone())
 
     def broadcast(self, t: torch.Tensor, root: int = 0, category: str = "other") -> torch.Tensor:
         self.counter.add(category, (self.size - 1) * nbytes(t) if self.rank == root else 0)
-        return self._broadcast(t, root) if self.size > 1 else t.clone()
+        self._enter(category)
+        return self._leave(category, self._broadcast(t, root) if self.size > 1 else t.clone())
 
     def ibroadcast(self, t: torch.Tensor, root: int = 0, category: str = "other", name: str = "") -> Pending:
         """Non-blocking broadcast: every rank posts it (non-roots early, to poll
@@ -125,15 +152,15 @@ class Comm:
         Returns (received rows concatenated by source rank, rows received per rank).
         """
         splits = self._count_alltoallv(t, splits, category)
-        if self.size == 1:
-            return t.clone(), splits
-        return self._alltoallv(t, splits)
+        self._enter(category)
+        return self._leave(category, (t.clone(), splits) if self.size == 1 else self._alltoallv(t, splits))
 
     def ialltoallv(self, t: torch.Tensor, splits: list[int], recv_splits: list[int],
                    category: str = "other") -> Pending:
         """Non-blocking ``alltoallv`` when the receiver knows ``recv_splits`` (rows
         from each rank): compute while it is in flight, then ``wait()`` for the rows."""
         splits = self._count_alltoallv(t, splits, category)
+        self._enter(category)
         if self.size == 1:
             return Pending(t.clone())
         return self._ialltoallv(t, splits, [int(s) for s in recv_splits])
@@ -148,7 +175,8 @@ class Comm:
 
     def barrier(self) -> None:
         if self.size > 1:
-            self._barrier()
+            self._enter("barrier")
+            self._leave("barrier", self._barrier())
 
     def allreduce_object_max(self, value: float) -> float:
         """Small helper for control decisions (e.g. 'any rank asked to stop'), counted as control."""

@@ -32,14 +32,14 @@ def _rendezvous(rank: int) -> str:
 class GlooComm(Comm):
     name = "gloo"
 
-    def __init__(self, timeout_s: float = 300.0):
+    def __init__(self, timeout_s: float = 600.0):
         rank, size, local_rank = env_rank_size()
         if not dist.is_initialized():
             dist.init_process_group("gloo", init_method=_rendezvous(rank), rank=rank, world_size=size,
                                     timeout=datetime.timedelta(seconds=timeout_s))
         self._ops = {SUM: dist.ReduceOp.SUM, AVERAGE: dist.ReduceOp.SUM, MAX: dist.ReduceOp.MAX,
                      MIN: dist.ReduceOp.MIN}
-        super().__init__(dist.get_rank(), dist.get_world_size(), local_rank)
+        super().__init__(dist.get_rank(), dist.get_world_size(), local_rank, timeout_s)
 
     def _allreduce(self, t, op):
         out = t.detach().clone()

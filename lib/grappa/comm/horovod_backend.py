@@ -9,18 +9,22 @@ from grappa.comm.base import AVERAGE, MAX, MIN, SUM, Comm, Pending
 class HorovodComm(Comm):
     name = "horovod"
 
-    def __init__(self):
+    def __init__(self, timeout_s: float = 600.0):
         import os
 
         # grappa's collectives vary in shape (eval exchanges), which only churns
         # Horovod's response cache and floods the log with eviction warnings.
         os.environ.setdefault("HOROVOD_CACHE_CAPACITY", "0")
+        # A rank that stops submitting (hung, not dead) ends the job instead of
+        # stalling it forever: warn after 60 s, shut down after the timeout.
+        os.environ.setdefault("HOROVOD_STALL_CHECK_TIME_SECONDS", str(int(min(60, timeout_s))))
+        os.environ.setdefault("HOROVOD_STALL_SHUTDOWN_TIME_SECONDS", str(int(timeout_s)))
         import horovod.torch as hvd
 
         hvd.init()
         self.hvd = hvd
         self._ops = {SUM: hvd.Sum, AVERAGE: hvd.Average, MAX: hvd.Max, MIN: hvd.Min}
-        super().__init__(hvd.rank(), hvd.size(), hvd.local_rank())
+        super().__init__(hvd.rank(), hvd.size(), hvd.local_rank(), timeout_s)
 
     def _allreduce(self, t, op):
         return self.hvd.allreduce(t, op=self._ops[op])

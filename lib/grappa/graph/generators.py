@@ -26,6 +26,13 @@ def _split_block(rng: np.random.Generator, n: int, fractions) -> np.ndarray:
     return out
 
 
+def _check_flags(checks, cfg) -> None:
+    for flag, ok, want in checks:
+        if not ok:
+            value = getattr(cfg, flag[2:].split("/")[0].replace("-", "_"))
+            raise InputError(flag, f"must be {want}, got {value}")
+
+
 # ---------------------------------------------------------------- RMAT
 @dataclass
 class RMATConfig:
@@ -43,6 +50,17 @@ class RMATConfig:
     block_edges: int = 1 << 20
     split: tuple = (0.6, 0.2, 0.2)
 
+    def __post_init__(self):  # at the boundary: a bad flag is one clear error, not a traceback later
+        d = 1.0 - self.a - self.b - self.c
+        _check_flags((("--scale", 1 <= self.scale <= 40, "in [1, 40]"),
+                      ("--edge-factor", self.edge_factor >= 1, "at least 1"),
+                      ("--a/--b/--c", min(self.a, self.b, self.c, d) >= 0,
+                       "non-negative probabilities that sum to at most 1"),
+                      ("--noise", 0 <= self.noise < 1, "in [0, 1)"),
+                      ("--num-features", self.num_features >= 0, "0 or more"),
+                      ("--num-classes", self.num_classes >= 1, "at least 1"),
+                      ("--block-edges", self.block_edges >= 1, "at least 1")), self)
+
 
 def _scramble(v: np.ndarray, scale: int, seed: int) -> np.ndarray:
     """A seeded bijection on [0, 2^scale): relabels vertices so the high-degree
@@ -59,12 +77,8 @@ def _scramble(v: np.ndarray, scale: int, seed: int) -> np.ndarray:
 
 
 def generate_rmat(cfg: RMATConfig, out, progress: Progress | None = None) -> GraphInfo:
-    if not 1 <= cfg.scale <= 40:
-        raise InputError("--scale", f"scale {cfg.scale} must be in [1, 40]")
-    d = 1.0 - cfg.a - cfg.b - cfg.c
-    if min(cfg.a, cfg.b, cfg.c, d) < 0:
-        raise InputError("--a/--b/--c", "RMAT probabilities must be non-negative and sum to at most 1")
     out = Path(out)
+    d = 1.0 - cfg.a - cfg.b - cfg.c
     n = 1 << cfg.scale
     m = n * cfg.edge_factor
     rng = np.random.default_rng(cfg.seed)
@@ -132,6 +146,15 @@ class SBMConfig:
     feature_signal: float = 0.25  # class-mean scale against unit noise: weak on purpose
     seed: int = 0
     block_edges: int = 1 << 20
+
+    def __post_init__(self):
+        _check_flags((("--num-classes", self.num_classes >= 1, "at least 1"),
+                      ("--num-nodes", self.num_nodes >= self.num_classes, "at least --num-classes"),
+                      ("--avg-degree", self.avg_degree > 0, "positive"),
+                      ("--homophily", 0 <= self.homophily <= 1, "in [0, 1]"),
+                      ("--num-features", self.num_features >= 1, "at least 1"),
+                      ("--feature-signal", self.feature_signal >= 0, "0 or more"),
+                      ("--block-edges", self.block_edges >= 1, "at least 1")), self)
     split: tuple = (0.2, 0.2, 0.6)
 
 
@@ -140,10 +163,6 @@ def generate_sbm(cfg: SBMConfig, out, progress: Progress | None = None) -> Graph
     in the same class with probability ``homophily``, else in a random class.
     Features = signal * class mean + N(0, 1). Memory: O(N) for labels and the
     class-member index, O(block) for edges."""
-    if cfg.num_nodes < cfg.num_classes or cfg.num_classes < 1:
-        raise InputError("--num-nodes", f"need num_nodes >= num_classes >= 1 (got {cfg.num_nodes}, {cfg.num_classes})")
-    if not 0 <= cfg.homophily <= 1:
-        raise InputError("--homophily", f"homophily {cfg.homophily} must be in [0, 1]")
     out = Path(out)
     n, k = cfg.num_nodes, cfg.num_classes
     rng = np.random.default_rng(cfg.seed)

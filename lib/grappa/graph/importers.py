@@ -44,6 +44,24 @@ def _row_normalize(x: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- Planetoid
+def _planetoid_test_index(path: Path, num_test: int, first: int) -> np.ndarray:
+    """The test nodes' ids: one per row of ``tx``, distinct, after the ``allx`` rows
+    (a file cut short would otherwise import silently as different data)."""
+    text = path.read_text()
+    tokens = text.split()
+    if not all(t.isdigit() for t in tokens):
+        raise InputError(path, "holds something other than non-negative integer node ids",
+                         "restore the file from the Planetoid release")
+    idx = np.array([int(t) for t in tokens], dtype=np.int64)
+    if len(idx) != num_test or not text.endswith("\n") or len(np.unique(idx)) != len(idx) or \
+            (len(idx) and idx.min() < first):
+        raise InputError(path, f"lists {len(idx)} test nodes ({len(np.unique(idx))} distinct, the file "
+                         f"{'ends' if text.endswith(chr(10)) else 'does not end'} with a newline) but tx has "
+                         f"{num_test} rows, to be numbered from {first}: the file is cut short or altered",
+                         "restore it from the Planetoid release")
+    return idx
+
+
 def import_planetoid(root, out, name: str = "cora", normalize: bool = True) -> GraphInfo:
     """Planetoid pickles (ind.<name>.{x,tx,allx,y,ty,ally,graph,test.index}), public split.
 
@@ -57,13 +75,13 @@ def import_planetoid(root, out, name: str = "cora", normalize: bool = True) -> G
     for key in ("x", "tx", "allx", "y", "ty", "ally", "graph"):
         objs[key] = load_planetoid_pickle(_need(root / f"ind.{name}.{key}"))
     idx_path = _need(root / f"ind.{name}.test.index")
-    test_index = np.array([int(v) for v in idx_path.read_text().split()], dtype=np.int64)
 
     def dense(m):
         return m.toarray() if sp.issparse(m) else np.asarray(m)
 
     tx, allx = dense(objs["tx"]), dense(objs["allx"])  # ind.x is a subset of allx
     y, ty, ally = (np.asarray(objs[k]) for k in ("y", "ty", "ally"))
+    test_index = _planetoid_test_index(idx_path, len(tx), len(allx))
     sorted_test = np.sort(test_index)
     if name == "citeseer":  # isolated test nodes are missing from tx/ty
         full = sorted_test[-1] - sorted_test[0] + 1
@@ -268,6 +286,18 @@ def _count_columns(path: Path) -> int:
 
 
 # ---------------------------------------------------------------- plain edge lists
+def _integer_labels(path: Path, raw: np.ndarray) -> np.ndarray:
+    """Class indices 0..C-1: a fractional or negative label is the user's file's error, named as such."""
+    if raw.ndim != 1 or not (np.issubdtype(raw.dtype, np.integer) or np.issubdtype(raw.dtype, np.floating)):
+        raise InputError(path, f"labels have shape {raw.shape} and dtype {raw.dtype}",
+                         "store one integer class per node")
+    bad = np.flatnonzero(~np.isfinite(raw) | (raw != np.round(raw)) | (raw < 0)) if raw.size else []
+    if len(bad):
+        raise InputError(path, f"label {raw[bad[0]]} of node {bad[0]} is not a class index (0, 1, 2, ...)",
+                         "store one non-negative integer class per node")
+    return raw.astype(np.int64)
+
+
 def import_edgelist(path, out, num_nodes: int | None = None, features=None, labels=None,
                     undirected: bool = True, seed: int = 0, name: str | None = None) -> GraphInfo:
     """Edge list as text/CSV (two id columns, optional header, # comments) or
@@ -282,6 +312,8 @@ def import_edgelist(path, out, num_nodes: int | None = None, features=None, labe
             raise InputError(path, f"has shape {edges.shape}, expected [E, 2]")
     else:
         edges = np.concatenate(list(numeric_blocks(path, 2)) or [np.zeros((0, 2), np.int64)])
+    if not len(edges):
+        raise InputError(path, "holds no edges", "check the file and its delimiter (two id columns per line)")
     n = int(num_nodes) if num_nodes else int(edges.max(initial=-1)) + 1
     _check_ids(path, edges.ravel(), n)
     src, dst = (to_undirected if undirected else dedup_edges)(edges[:, 0], edges[:, 1])
@@ -293,14 +325,17 @@ def import_edgelist(path, out, num_nodes: int | None = None, features=None, labe
         except (ValueError, OSError, EOFError) as e:
             raise InputError(fpath, f"cannot read .npy ({e}); the file may be truncated") from e
         _check_rows(fpath, x.shape[0], n, "features")
+        if not np.isfinite(x).all():
+            raise InputError(fpath, "features contain NaN or infinity", "clean or impute them before importing")
     y = np.full(n, -1, np.int64)
     split = np.zeros(n, np.uint8)
     if labels is not None:
         lpath = _need(Path(labels))
         try:
-            y = np.load(lpath).astype(np.int64)
+            raw = np.load(lpath)
         except (ValueError, OSError, EOFError) as e:
             raise InputError(lpath, f"cannot read .npy ({e}); the file may be truncated") from e
+        y = _integer_labels(lpath, raw)
         _check_rows(lpath, len(y), n, "labels")
         split = random_split(n, seed=seed, labelled=y >= 0)
     info = GraphInfo(name=name or path.stem, num_nodes=n, num_edges=len(src), num_features=x.shape[1],

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from grappa.atomic import atomic_dir
 from grappa.cli_util import reports_input_errors
@@ -53,7 +54,14 @@ def run_import(a) -> None:
         else:
             IMPORTERS["edgelist"](a.input, tmp, num_nodes=a.num_nodes, features=a.features, labels=a.labels,
                                   undirected=not a.directed, seed=a.seed, name=a.name)
-        g = RawGraph(tmp).validate()
+            if not a.labels:  # checked after the edges and features, which have their own errors
+                raise InputError("--labels", "an edge list carries no labels, and training needs them",
+                                 "pass --labels y.npy (one integer class per node)")
+        try:
+            g = RawGraph(tmp).validate()
+        except InputError as e:  # name the user's input, not the temporary file that is about to go
+            raise InputError(a.input, f"the imported data is invalid: {e.problem} ({Path(e.path).name})",
+                             e.fix) from None
     i = g.info
     print(f"imported {i.name}: {i.num_nodes} nodes, {i.num_edges} edges, {i.num_features} features, "
           f"{i.num_classes} classes -> {a.out}")

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from grappa import __version__
-from grappa.errors import InputError
+from grappa.errors import InputError, environment_error
+from grappa.faults import FaultPoints
 from grappa.graph.raw import RawGraph
 from grappa.partition.assignment import METHODS, RandomAssignment, TableAssignment, metis_assignment
 from grappa.shards.format import MANIFEST_SCHEMA, ShardWriter, sha256_file, shard_name, write_manifest
@@ -79,6 +80,7 @@ class _Job:
         self.MPI = MPI
         self.cfg, self.comm = cfg, comm
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.faults = FaultPoints.from_env(self.rank)  # tests: GRAPPA_FAULT=R:shard:N::enospc
         self.g = RawGraph(cfg.data).validate(check_values=False)
         self.n, self.e = self.g.info.num_nodes, self.g.info.num_edges
         self.k = cfg.num_chunks
@@ -264,6 +266,7 @@ class _Job:
                      "num_classes": info.num_classes, "task": info.task, "method": self.cfg.method,
                      "seed": self.cfg.seed}
             path = tmp / shard_name(c)
+            self.faults.hit("shard", path)
             w = ShardWriter(path, attrs, {"global_id": ids, "x": x, "y": y, "split": split}, m,
                             compression=self.cfg.compression)
             cut = 0
@@ -346,7 +349,13 @@ class _Job:
             self.route_nodes(assign, spill, tmp / "node_chunk.npy")
             phases["route_nodes"] = _peak_rss_mb()
             self.comm.Barrier()  # all spills complete
-            entries = self.write_shards(assign, spill, tmp)
+            try:
+                entries, err = self.write_shards(assign, spill, tmp), None
+            except OSError as e:  # a full or failing disk on this rank: every rank stops, one message
+                if (err := environment_error(e)) is None:
+                    raise
+                entries = []
+            self.agree(err)
             phases["write_shards"] = rss_mb = _peak_rss_mb()
             phases_all = self.comm.gather(phases, root=0)
             gathered = self.comm.gather(entries, root=0)

@@ -35,7 +35,8 @@ def validate_dataset(directory, check_checksums: bool = True) -> dict:
             raise InputError(p, "SHA-256 differs from manifest.json", "the file is corrupt; re-run the partitioner")
     node_chunk = np.load(d / "node_chunk.npy", mmap_mode="r")
     if node_chunk.shape != (n,):
-        raise InputError(d / "node_chunk.npy", f"has shape {node_chunk.shape}, expected ({n},)")
+        raise InputError(d / "manifest.json", f"says num_nodes {n} but node_chunk.npy has shape {node_chunk.shape}: "
+                         "one of them was edited, or they come from different partitions", "re-run the partitioner")
     seen_nodes = seen_edges = 0
     for c, entry in enumerate(m["chunks"]):
         p = d / entry["file"]

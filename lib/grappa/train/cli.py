@@ -38,7 +38,7 @@ import torch
 
 from grappa.atomic import prepare_output_dir
 from grappa.checkpoint import load_checkpoint, load_latest, rank_path, save_checkpoint, save_rank_state
-from grappa.cli_util import reports_input_errors
+from grappa.cli_util import checked_everywhere, parse_args_once, reports_input_errors
 from grappa.comm import BACKENDS, ByteCounter, Comm, make_comm
 from grappa.comm.base import env_rank_size, threads_per_rank
 from grappa.errors import InputError
@@ -73,15 +73,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="seeds per mini-batch; 0 = full-graph")
-    p.add_argument("--fanouts", type=int, nargs="+", default=d.fanouts, help="neighbours sampled per layer")
+    p.add_argument("--fanouts", type=int, nargs="+",
+                   help="neighbours sampled per layer, one value per layer (default 10 for each layer)")
     p.add_argument("--patience", type=int, default=d.patience, help="early stopping (epochs); 0 = off")
     p.add_argument("--eval-every", type=int, default=d.eval_every)
     p.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size,
                    help="nodes per layer-wise inference batch (graphs larger than this use it)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--backend", default=d.backend, choices=BACKENDS, help="communication backend")
+    p.add_argument("--comm-timeout", type=float, default=d.comm_timeout,
+                   help="seconds a collective waits for a silent peer before the job fails (gloo timeout, "
+                        "Horovod stall shutdown; a dead rank is caught by the launcher at once; default %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     p.add_argument("--checkpoint-keep", type=int, default=d.checkpoint_keep, help="checkpoints kept")
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
+                   help="epochs (rounds) between checkpoints, besides the method's own boundaries (repartitions, "
+                        "stages, cycles), a stop signal and the end; 0 = only those (default %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(option_fields=add_option_flags(p, option_groups()))
     return p
@@ -89,14 +96,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(a) -> TrainConfig:
     fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"options"}
-    cfg = TrainConfig(**{k: v for k, v in vars(a).items() if k in fields})
+    cfg = TrainConfig(**{k: v for k, v in vars(a).items() if k in fields and v is not None})
+    if a.fanouts is None:
+        cfg.fanouts = [10] * cfg.layers
     cfg.progress = not a.no_progress
     cfg.options = options_from_args(resolve(cfg.method), a, a.option_fields)
     validate_numbers(cfg)
     if cfg.method == "halo" and cfg.batch_size:
         raise InputError("--batch-size", "--method halo is full-graph training", "use --batch-size 0")
-    if cfg.batch_size and len(cfg.fanouts) < cfg.layers:
-        raise InputError("--fanouts", f"needs one fan-out per layer ({cfg.layers}), got {cfg.fanouts}")
+    if cfg.batch_size and len(cfg.fanouts) != cfg.layers:
+        raise InputError("--fanouts", f"needs one fan-out per layer ({cfg.layers}), got {cfg.fanouts}",
+                         f"give {cfg.layers} values, or leave --fanouts out for 10 per layer")
     return cfg
 
 
@@ -111,7 +121,9 @@ def validate_numbers(cfg: TrainConfig) -> None:
               ("--fanouts", all(f > 0 or f == -1 for f in cfg.fanouts), "positive, or -1 for all neighbours"),
               ("--patience", cfg.patience >= 0, "0 (off) or more"), ("--eval-every", cfg.eval_every >= 1, "at least 1"),
               ("--eval-batch-size", cfg.eval_batch_size >= 1, "at least 1"),
-              ("--checkpoint-keep", cfg.checkpoint_keep >= 1, "at least 1")]
+              ("--checkpoint-keep", cfg.checkpoint_keep >= 1, "at least 1"),
+              ("--checkpoint-every", cfg.checkpoint_every >= 0, "0 (only the method's boundaries) or more"),
+              ("--comm-timeout", cfg.comm_timeout > 0, "a positive number of seconds")]
     for name, ok, want in checks:
         if not ok:
             raise InputError(name, f"must be {want}, got {getattr(cfg, name[2:].replace('-', '_'))}")
@@ -148,7 +160,7 @@ def check_input(cfg: TrainConfig, cls, world_size: int) -> None:
         cls.check_partition(ShardedData(d, load_manifest(d)), world_size, parts)
     ckpt_dir = Path(cfg.out) / "checkpoints"
     if not cfg.resume:
-        prepare_output_dir(cfg.out, cfg.overwrite)
+        prepare_output_dir(cfg.out, cfg.overwrite or _left_by_a_failed_run(Path(cfg.out)))
         return
     ck = load_latest(ckpt_dir)
     if ck is None:
@@ -169,6 +181,19 @@ def check_input(cfg: TrainConfig, cls, world_size: int) -> None:
 
 
 MODEL_KEYS = ("model", "hidden", "layers", "heads")
+
+
+def _left_by_a_failed_run(out: Path) -> bool:
+    """An --out holding only what a run that failed before its first checkpoint
+    writes (metrics, a half-written checkpoint's digest): reusable without
+    --overwrite, since nothing in it can be resumed or reported."""
+    if not out.is_dir():
+        return False
+    ours = {"metrics.jsonl", "metrics.csv", "tensorboard", "checkpoints"}
+    ckpt = out / "checkpoints"
+    return ({p.name for p in out.iterdir()} <= ours and
+            (not ckpt.is_dir() or all(p.name.startswith(("ckpt-", ".ckpt-")) and not p.name.endswith(".pt")
+                                      for p in ckpt.iterdir())))
 
 
 def dataset_id(directory) -> str:
@@ -205,7 +230,7 @@ def run(cfg: TrainConfig, comm: Comm | None = None) -> dict:
     if cfg.options is None:
         cfg.options = cls.make_options({})
     own_comm = comm is None
-    comm = comm or make_comm(cfg.backend)
+    comm = comm or make_comm(cfg.backend, cfg.comm_timeout)
     out, ckpt_dir = Path(cfg.out), Path(cfg.out) / "checkpoints"
     _agree_on_input(comm, lambda: check_input(cfg, cls, comm.size))
     data, dims, name, task, extra = _load_data(cls, cfg)
@@ -278,7 +303,10 @@ def _save(method, cfg, comm, ckpt_dir: Path, epoch: int, step: int, st: LoopStat
         save_checkpoint(ckpt_dir, {"format": "grappa-checkpoint/1", "epoch": epoch, "step": step,
                                    "method": cfg.method, "world_size": comm.size, "config": cfg.to_dict(),
                                    "dataset_id": dataset_id(cfg.data),
-                                   "loop": st.to_dict(), **state}, keep=cfg.checkpoint_keep)
+                                   "loop": st.to_dict(), **state}, keep=cfg.checkpoint_keep,
+                        mid_write=lambda path: comm.fault_point("checkpoint", path))
+    else:
+        comm.fault_point("checkpoint")
     comm.barrier()
 
 
@@ -305,7 +333,7 @@ def _state_digest(model) -> str:
 
 @reports_input_errors
 def main(argv=None) -> None:
-    cfg = config_from_args(build_parser().parse_args(argv))
+    cfg = checked_everywhere(config_from_args, parse_args_once(build_parser(), argv))
     result = run(cfg)
     if env_rank_size()[0] != 0:
         return

@@ -33,8 +33,10 @@ class TrainConfig:
     eval_batch_size: int = 1 << 16  # nodes per layer-wise inference batch
     seed: int = 0
     backend: str = "auto"
+    comm_timeout: float = 600.0  # seconds a collective may wait for a live but silent peer
     resume: bool = False
     checkpoint_keep: int = 3
+    checkpoint_every: int = 10  # epochs between checkpoints besides the method's boundaries; 0 = only those
     overwrite: bool = False
     progress: bool = True
     options: Any = None  # the method's Options dataclass instance

@@ -95,6 +95,7 @@ class GrappaMethod(Method):
         self.local = load_chunk_set(self.dir, self.sets[self.comm.rank], halo=self.opts.halo_hops > 0)
         lg = self.local
         self.train_nodes = np.flatnonzero(lg.split == SPLIT_TRAIN)
+        self.comm.fault_point("repartition")
         cov = lg.coverage[self.train_nodes]
         # Scalars, once per super-epoch: mean coverage over ranks (shrinkage) and steps per epoch.
         stats = torch.tensor([cov.mean() if len(cov) else 0.0, float(len(cov) > 0)], dtype=torch.float64)

@@ -62,15 +62,12 @@ class LLCGOptions:
         "help": "nodes drawn over the whole graph per correction step; 0 = --batch-size, or 256 full-graph"})
     dedicated_server: bool = field(default=False, metadata={
         "help": "rank 0 only corrects (no part, no evaluation share); the P - 1 other ranks are the workers"})
-    checkpoint_every: int = field(default=10, metadata={
-        "help": "rounds between checkpoints (also on a stop signal and at the end)"})
 
     def __post_init__(self):
         checks = (("--local-steps", self.local_steps >= 1, "at least 1"), ("--rho", self.rho >= 1, "at least 1"),
                   ("--server-steps", self.server_steps >= 0, "0 or more"),
                   ("--server-lr", self.server_lr > 0, "positive"),
-                  ("--server-batch-size", self.server_batch_size >= 0, "0 or more"),
-                  ("--checkpoint-every", self.checkpoint_every >= 1, "at least 1"))
+                  ("--server-batch-size", self.server_batch_size >= 0, "0 or more"))
         check_options(self, checks)
 
 
@@ -91,7 +88,6 @@ class LLCG(LocalTraining):
         server_lr (float): the server optimizer's learning rate (default 0.01).
         server_batch_size (int): nodes per correction batch, 0 = the workers' (default 0).
         dedicated_server (bool): rank 0 holds no part and only corrects (default False).
-        checkpoint_every (int): rounds between checkpoints (default 10).
     """
 
     name, label, partition = "llcg", "LLCG", "metis"
@@ -124,9 +120,6 @@ class LLCG(LocalTraining):
 
     def idle_ranks(self) -> int:
         return 1 if self.opts.dedicated_server else 0
-
-    def is_boundary(self, epoch: int) -> bool:
-        return epoch % self.opts.checkpoint_every == 0
 
     # ------------------------------------------------------------ one round
     def train_epoch(self, epoch: int) -> float:

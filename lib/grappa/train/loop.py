@@ -89,7 +89,8 @@ def run_epochs(cfg: TrainConfig, comm: Comm, method, log: MetricsLog, state: Loo
                disable=not cfg.progress or comm.rank != 0, initial=st.epoch, total=cfg.epochs)
     first = st.epoch
     for epoch in bar:
-        if checkpoint and epoch != first and method.is_boundary(epoch):
+        periodic = cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0
+        if checkpoint and epoch != first and (method.is_boundary(epoch) or periodic):
             checkpoint(epoch, 0, st)  # checkpoint barrier, then the method repartitions
         snap = comm.counter.snapshot()
         t0 = time.perf_counter()

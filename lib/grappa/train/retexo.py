@@ -109,13 +109,10 @@ class RetexoOptions:
     rounds_per_stage: int = field(default=0, metadata={
         "help": "rounds (epochs) of each non-final stage; the final stage runs the rest; 0 = --epochs / --layers"})
     stage_lr: float = field(default=0.003, metadata={"help": "Adam learning rate of every stage (--lr is unused)"})
-    checkpoint_every: int = field(default=10, metadata={
-        "help": "rounds between checkpoints (also on a stop signal and at the end)"})
 
     def __post_init__(self):
         check_options(self, (("--rounds-per-stage", self.rounds_per_stage >= 0, "0 or more"),
-                             ("--stage-lr", self.stage_lr > 0, "positive"),
-                             ("--checkpoint-every", self.checkpoint_every >= 1, "at least 1")))
+                             ("--stage-lr", self.stage_lr > 0, "positive")))
 
 
 class Retexo(Method):
@@ -124,7 +121,6 @@ class Retexo(Method):
     Args (``RetexoOptions``):
         rounds_per_stage (int): rounds of each non-final stage, 0 = --epochs / --layers (default 0).
         stage_lr (float): each stage's fresh Adam learning rate (default 0.003).
-        checkpoint_every (int): rounds between checkpoints (default 10).
     """
 
     name, label, partition = "retexo", "RETEXO", "random"
@@ -243,7 +239,7 @@ class Retexo(Method):
         return self.evaluator.metrics(self.model, self.y, self.split, self.task)
 
     def is_boundary(self, epoch: int) -> bool:
-        return epoch % self.rps == 0 or epoch % self.opts.checkpoint_every == 0
+        return epoch % self.rps == 0  # a stage ends (periodic checkpoints: --checkpoint-every)
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "stage": self.stage,
