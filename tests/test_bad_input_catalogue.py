@@ -197,3 +197,22 @@ def test_disk_full_during_a_shard_write(cora_dir, tmp_path, monkeypatch):
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "chunk-00003.h5: No space left on device" in errors[0], r.stderr
     assert list(tmp_path.iterdir()) == []  # no output, no temporary directory
+
+
+@pytest.mark.parametrize("command", ["import", "train"])
+def test_an_unwritable_out_is_one_line_naming_it(cora_dir, tmp_path, capsys, command):
+    """/sys refuses new directories (EPERM or EROFS), even to root: a real read-only place."""
+    out = "/sys/grappa-catalogue-out"
+    if command == "import":
+        np.save(tmp_path / "lab.npy", np.arange(3))
+        refused(importers_cli.main, ["edgelist", _edges(tmp_path), "--labels", tmp_path / "lab.npy", "--out", out],
+                capsys, "/sys/")
+    else:
+        refused(train_cli.main, ["--data", cora_dir, "--out", out, "--epochs", 1, "--no-progress"], capsys, out)
+
+
+def test_partitioned_dataset_given_to_the_partitioner(cora_k8, tmp_path):
+    r = run_mpi(1, ROOT / "data_prep/partition.py", "--data", cora_k8, "--out", tmp_path / "o", "--num-chunks", 4,
+                "--no-progress", timeout=120)
+    assert r.returncode == 2 and r.stderr.count("error:") == 1 and "graph.json" in r.stderr, r.stderr
+    assert not (tmp_path / "o").exists()
