@@ -81,6 +81,25 @@ def test_planetoid_test_index_cut_in_half(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def _npz(path, n=6, train_cols=6):
+    np.savez(path, node_features=np.ones((n, 2), np.float32), node_labels=np.arange(n) % 2,
+             edges=np.array([[i, i + 1] for i in range(n - 1)]), train_masks=np.ones((2, train_cols), bool),
+             val_masks=np.zeros((2, n), bool), test_masks=np.zeros((2, n), bool))
+    return path
+
+
+@pytest.mark.parametrize("argv,named", [(["--split-index", 5], "--split-index: 5 is out of range"),
+                                        (["--split-index", -1], "--split-index: -1 is out of range")],
+                         ids=["5", "-1"])
+def test_npz_split_index_out_of_range(tmp_path, capsys, argv, named):
+    refused(importers_cli.main, ["npz", _npz(tmp_path / "g.npz"), *argv, "--out", tmp_path / "o"], capsys, named)
+
+
+def test_npz_mask_of_the_wrong_length(tmp_path, capsys):
+    refused(importers_cli.main, ["npz", _npz(tmp_path / "g.npz", train_cols=5), "--out", tmp_path / "o"], capsys,
+            "g.npz: train_masks has shape (2, 5)")
+
+
 # ---------------------------------------------------------------- validate
 def _copy(src, tmp_path, name="d"):
     d = tmp_path / name
@@ -199,7 +218,7 @@ def test_disk_full_during_a_shard_write(cora_dir, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # no output, no temporary directory
 
 
-@pytest.mark.parametrize("command", ["import", "train"])
+@pytest.mark.parametrize("command", ["import", "generate", "train"])
 def test_an_unwritable_out_is_one_line_naming_it(cora_dir, tmp_path, capsys, command):
     """/sys refuses new directories (EPERM or EROFS), even to root: a real read-only place."""
     out = "/sys/grappa-catalogue-out"
@@ -207,6 +226,8 @@ def test_an_unwritable_out_is_one_line_naming_it(cora_dir, tmp_path, capsys, com
         np.save(tmp_path / "lab.npy", np.arange(3))
         refused(importers_cli.main, ["edgelist", _edges(tmp_path), "--labels", tmp_path / "lab.npy", "--out", out],
                 capsys, "/sys/")
+    elif command == "generate":
+        refused(generators_cli.main, ["sbm", "--num-nodes", 100, "--out", out, "--quiet"], capsys, "/sys/")
     else:
         refused(train_cli.main, ["--data", cora_dir, "--out", out, "--epochs", 1, "--no-progress"], capsys, out)
 

@@ -73,4 +73,10 @@ def test_fault_spec_is_checked_and_only_the_named_rank_is_armed():
     for _ in range(5):
         other.hit("step")  # rank 1 is not the target: it lives
     assert other.target is None and FaultPoints(0, "").target is None
-    assert FaultPoints(0, "0:eval:3:/tmp/x").target == ("eval", 3, "/tmp/x")
+    assert FaultPoints(0, "0:eval:3:/tmp/x").target == ("eval", 3, "/tmp/x", "kill")
+    assert FaultPoints(2, "2:shard:1::enospc").target == ("shard", 1, None, "enospc")
+    with pytest.raises(OSError, match="No space left") as e:
+        FaultPoints(2, "2:shard:1::enospc").hit("shard", "/data/chunk-00001.h5")
+    assert e.value.filename == "/data/chunk-00001.h5"
+    with pytest.raises(ValueError, match="ACTION"):
+        FaultPoints(0, "0:step:1::explode")

@@ -117,6 +117,23 @@ def import_planetoid(root, out, name: str = "cora", normalize: bool = True) -> G
 
 
 # ---------------------------------------------------------------- npz (heterophilous benchmark)
+def _npz_split(path: Path, masks: dict, split_index: int, n: int) -> np.ndarray:
+    """Split codes from [S, N] (or [N]) masks, split ``split_index``, every shape checked."""
+    if set(masks) != {"train", "val", "test"}:
+        raise InputError(path, f"has masks for {sorted(masks)} only", "store train_masks, val_masks and test_masks")
+    split = np.zeros(n, np.uint8)
+    for code, k in ((SPLIT_TRAIN, "train"), (SPLIT_VAL, "val"), (SPLIT_TEST, "test")):
+        m = np.asarray(masks[k])
+        if m.ndim not in (1, 2) or m.shape[-1] != n:
+            raise InputError(path, f"{k}_masks has shape {m.shape}; expected [S, {n}] or [{n}] for {n} nodes")
+        if m.ndim == 2 and not 0 <= split_index < m.shape[0]:
+            raise InputError("--split-index", f"{split_index} is out of range: {path.name} holds {m.shape[0]} "
+                             "splits", f"choose 0 to {m.shape[0] - 1}")
+        split[(m[split_index] if m.ndim == 2 else m).astype(bool)] = code
+    return split
+
+
+
 def import_npz(path, out, split_index: int = 0, name: str | None = None) -> GraphInfo:
     """The heterophilous-graphs benchmark's npz: node_features, node_labels,
     edges [E, 2] (undirected, once each), {train,val,test}_masks [S, N]."""
@@ -143,14 +160,7 @@ def import_npz(path, out, split_index: int = 0, name: str | None = None) -> Grap
         raise InputError(path, f"field 'edges' has shape {edges.shape}, expected [E, 2]")
     _check_ids(path, edges.ravel(), n)
     src, dst = to_undirected(edges[:, 0], edges[:, 1])
-    if masks:
-        split = np.zeros(n, np.uint8)
-        for code, k in ((SPLIT_TRAIN, "train"), (SPLIT_VAL, "val"), (SPLIT_TEST, "test")):
-            m = np.asarray(masks[k])
-            m = m[split_index] if m.ndim == 2 else m
-            split[m.astype(bool)] = code
-    else:
-        split = random_split(n, seed=split_index)
+    split = _npz_split(path, masks, split_index, n) if masks else random_split(n, seed=split_index)
     multilabel = y.ndim == 2
     info = GraphInfo(name=name or path.stem, num_nodes=n, num_edges=len(src), num_features=x.shape[1],
                      num_classes=int(y.shape[1] if multilabel else y.max() + 1),
