@@ -150,7 +150,7 @@ class LocalTraining(Method):
             plan = HaloPlan(self.comm, lg, self.eval_owner, "eval")
             self.evaluator = DistributedEvaluator(plan, lg.x[: lg.num_owned])
         lg = self.eval_local
-        return self.evaluator.metrics(self.model, lg.y[: lg.num_owned], lg.split, self.task)
+        return self.evaluator.metrics(self.model, lg.y[: lg.num_owned], lg.split, self.cfg.metric)
 
     def rank_state_dict(self) -> dict:
         return {"optimizer": self.opt.state_dict(), "local_steps": self.local_steps}

@@ -64,8 +64,8 @@ class CentralizedMethod(Method):
     def evaluate(self) -> tuple[float, float]:
         logits = full_graph_logits(self.model, self.data, self.cfg.eval_batch_size, self.graph)
         v, t = self.data.val_idx, self.data.test_idx
-        return (compute_metric(self.task, logits[v], self.data.y[v]),
-                compute_metric(self.task, logits[t], self.data.y[t]))
+        return (compute_metric(self.cfg.metric, logits[v], self.data.y[v]),
+                compute_metric(self.cfg.metric, logits[t], self.data.y[t]))
 
     def state_dict(self) -> dict:
         # The epoch order and the sampler draw from sequential generators, and

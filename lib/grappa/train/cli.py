@@ -46,7 +46,7 @@ from grappa.models import MODELS
 from grappa.shards.format import load_manifest
 from grappa.train.config import OPTIMIZERS, TrainConfig, make_optimizer
 from grappa.train.data import load_graph
-from grappa.train.evaluate import metric_name
+from grappa.train.evaluate import METRICS, resolve_metric
 from grappa.train.loop import LoopState, StopRequested, build_result, reset_peak_rss, run_epochs, write_result
 from grappa.train.method import ShardedData, add_option_flags, options_from_args, raw_graph_hint, shards_hint
 from grappa.train.metrics_log import MetricsLog
@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="neighbours sampled per layer, one value per layer (default 10 for each layer)")
     p.add_argument("--patience", type=int, default=d.patience, help="early stopping (epochs); 0 = off")
     p.add_argument("--eval-every", type=int, default=d.eval_every)
+    p.add_argument("--metric", default=d.metric, choices=METRICS,
+                   help="auto: ROC-AUC for two-class and multilabel tasks (class 1 is positive), else accuracy")
     p.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size,
                    help="nodes per layer-wise inference batch (graphs larger than this use it)")
     p.add_argument("--seed", type=int, default=d.seed)
@@ -234,6 +236,7 @@ def run(cfg: TrainConfig, comm: Comm | None = None) -> dict:
     out, ckpt_dir = Path(cfg.out), Path(cfg.out) / "checkpoints"
     _agree_on_input(comm, lambda: check_input(cfg, cls, comm.size))
     data, dims, name, task, extra = _load_data(cls, cfg)
+    cfg.metric = checked_everywhere(resolve_metric, cfg.metric, task, dims[1])  # every rank reads the same data
     torch.set_num_threads(threads_per_rank())
     torch.manual_seed(cfg.seed)  # identical initial replicas on every rank
     np.random.seed(cfg.seed)
@@ -263,7 +266,7 @@ def run(cfg: TrainConfig, comm: Comm | None = None) -> dict:
         raise SystemExit(REQUEUE_EXIT) from None
     log.close()
     checkpoint(cfg.epochs, 0, st)  # the final state, so --resume after the end is a no-op
-    result = build_result(cfg, comm, st, name, metric_name(task), time.perf_counter() - t_start,
+    result = build_result(cfg, comm, st, name, cfg.metric, time.perf_counter() - t_start,
                           method_label=cls.label, train_categories=list(cls.categories), **extra,
                           **method.result_extra(), bytes_total_by_category=dict(comm.counter.bytes),
                           final_model_sha256=_state_digest(model))

@@ -30,6 +30,7 @@ class TrainConfig:
     fanouts: list[int] = field(default_factory=lambda: [10, 10])
     patience: int = 0  # early stopping on validation; 0 = off
     eval_every: int = 1
+    metric: str = "auto"  # auto: ROC-AUC for two classes and multilabel, else accuracy; run() resolves it
     eval_batch_size: int = 1 << 16  # nodes per layer-wise inference batch
     seed: int = 0
     backend: str = "auto"

@@ -14,7 +14,7 @@ import torch
 
 from grappa.graph.raw import SPLIT_TEST, SPLIT_VAL
 from grappa.models import LayerwiseGNN
-from grappa.train.evaluate import compute_metric
+from grappa.train.evaluate import auc_inputs, roc_auc
 from grappa.train.halo_exchange import HaloPlan
 
 
@@ -46,20 +46,19 @@ class DistributedEvaluator:
             h = model.layer(i, p.fetch(h, self.category), *g)[: p.num_owned]
         return h
 
-    def metrics(self, model, y_own: torch.Tensor, split_own: np.ndarray, task: str) -> tuple[float, float]:
-        """(validation, test) metric over the whole graph, every rank the same."""
-        return self.scores(self.logits(model), y_own, split_own, task)
+    def metrics(self, model, y_own: torch.Tensor, split_own: np.ndarray, metric: str) -> tuple[float, float]:
+        """(validation, test) ``metric`` over the whole graph, every rank the same."""
+        return self.scores(self.logits(model), y_own, split_own, metric)
 
-    def scores(self, logits, y_own: torch.Tensor, split_own: np.ndarray, task: str) -> tuple[float, float]:
-        """(validation, test) metric of the owned nodes' ``logits``, combined over ranks."""
+    def scores(self, logits, y_own: torch.Tensor, split_own: np.ndarray, metric: str) -> tuple[float, float]:
+        """(validation, test) ``metric`` of the owned nodes' ``logits``, combined over ranks."""
         comm = self.plan.comm
-        if task == "multilabel":  # AUC is not a sum: gather the scores
+        if metric == "roc_auc":  # AUC is not a sum: gather the scores (one column for two classes)
             res = []
             for code in (SPLIT_VAL, SPLIT_TEST):
                 idx = torch.from_numpy(np.flatnonzero(split_own == code))
-                s = comm.allgather(logits[idx], self.category)
-                t = comm.allgather(y_own[idx], self.category)
-                res.append(compute_metric(task, s, t))
+                s, t = auc_inputs(logits[idx], y_own[idx])
+                res.append(roc_auc(comm.allgather(s, self.category), comm.allgather(t, self.category)))
             return res[0], res[1]
         stats = []
         for code in (SPLIT_VAL, SPLIT_TEST):

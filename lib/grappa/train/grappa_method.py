@@ -198,7 +198,7 @@ class GrappaMethod(Method):
             plan = HaloPlan(self.comm, self.local, owner, "eval")
             self.evaluator = DistributedEvaluator(plan, self.local.x[: self.local.num_owned])
         lg = self.local
-        return self.evaluator.metrics(self.model, lg.y[: lg.num_owned], lg.split, self.task)
+        return self.evaluator.metrics(self.model, lg.y[: lg.num_owned], lg.split, self.cfg.metric)
 
 
     def result_extra(self) -> dict:

@@ -89,7 +89,7 @@ class HaloMethod(Method):
         return total_loss / self.num_train
 
     def evaluate(self) -> tuple[float, float]:
-        return self.evaluator.metrics(self.model, self.y, self.local.split, self.task)
+        return self.evaluator.metrics(self.model, self.y, self.local.split, self.cfg.metric)
 
     def result_extra(self) -> dict:
         rows = self.comm.allreduce(torch.tensor([float(self.plan.rows_sent)], dtype=torch.float64),

@@ -208,7 +208,7 @@ class Retexo(Method):
         """(validation, test) of the stage's classifier over every rank's nodes."""
         self.model.eval()
         logits = self.model.stage_logits(self.stage, self.h, self.graph)[: self.plan.num_owned]
-        return self.evaluator.scores(logits, self.y, self.split, self.task)
+        return self.evaluator.scores(logits, self.y, self.split, self.cfg.metric)
 
     def _keep_if_best(self, val: float) -> None:
         if val > self.best_val:
@@ -236,7 +236,7 @@ class Retexo(Method):
     def evaluate(self) -> tuple[float, float]:
         if self.provisional:
             return self._stage_scores()
-        return self.evaluator.metrics(self.model, self.y, self.split, self.task)
+        return self.evaluator.metrics(self.model, self.y, self.split, self.cfg.metric)
 
     def is_boundary(self, epoch: int) -> bool:
         return epoch % self.rps == 0  # a stage ends (periodic checkpoints: --checkpoint-every)
