@@ -21,7 +21,7 @@ pytestmark = pytest.mark.mpi
 @pytest.mark.slow
 def test_five_kill_campaign_resumes_exactly(cora_dir, tmp_path):
     out = tmp_path / "campaign"
-    r = subprocess.run([sys.executable, ROOT / "bench/fault_campaign.py", "--kills", "5", "--ranks", "4",
+    r = subprocess.run([sys.executable, ROOT / "bench/fault_campaign.py", "--kills", "5", "--ranks", "2",
                         "--data", cora_dir, "--out", out],
                        env=mpi_env(), capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
