@@ -50,7 +50,7 @@ from grappa.train.evaluate import METRICS, resolve_metric
 from grappa.train.loop import LoopState, StopRequested, build_result, reset_peak_rss, run_epochs, write_result
 from grappa.train.method import ShardedData, add_option_flags, options_from_args, raw_graph_hint, shards_hint
 from grappa.train.metrics_log import MetricsLog
-from grappa.train.registry import METHODS, option_groups, resolve
+from grappa.train.registry import METHODS, option_groups, partition_spec, resolve
 
 REQUEUE_EXIT = 99
 
@@ -156,8 +156,9 @@ def check_input(cfg: TrainConfig, cls, world_size: int) -> None:
             raise raw_graph_hint(d)
     else:
         parts = cls.parts_for(cfg.options, world_size)
-        if not (d / "manifest.json").exists():
-            raise shards_hint(d, cls.name, cls.partition, parts)
+        if not (d / "manifest.json").exists():  # suggest what the job scripts would make (registry)
+            raise shards_hint(d, cls.name, *partition_spec(cls.name, world_size,
+                                                           getattr(cfg.options, "drop_parts", 0)))
         validate_dataset(d)
         cls.check_partition(ShardedData(d, load_manifest(d)), world_size, parts)
     ckpt_dir = Path(cfg.out) / "checkpoints"
