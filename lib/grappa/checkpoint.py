@@ -19,38 +19,26 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import re
 import sys
 from pathlib import Path
 
 import torch
 
+from grappa.atomic import atomic_write_bytes
+
 _NAME = re.compile(r"ckpt-(\d{6})-(\d{6})\.pt$")
-
-
-def _atomic_write(data: bytes, path: Path) -> None:
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
-        raise
 
 
 def _atomic_save(obj, path: Path, mid_write=None) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     data = buf.getvalue()
-    _atomic_write(hashlib.sha256(data).hexdigest().encode() + b"\n", _digest_path(path))  # first: the file commits
+    atomic_write_bytes(_digest_path(path), hashlib.sha256(data).hexdigest().encode() + b"\n")  # first: the file commits
     try:
         if mid_write:  # fault injection (grappa.faults): fail with the digest written and the data not
             mid_write(path)
-        _atomic_write(data, path)
+        atomic_write_bytes(path, data)
     except BaseException:
         _digest_path(path).unlink(missing_ok=True)  # a digest alone is harmless, but leave nothing
         raise
