@@ -23,6 +23,15 @@ class InputError(Exception):
         super().__init__(msg)
 
 
+def check_options(options, checks) -> None:
+    """Raise the InputError of the first failed ``(flag, ok, what it must be)``,
+    naming the flag and the value given (for "--a/--b/--c", the first's) --
+    the one bound check of options dataclasses, generator configs and flags."""
+    for name, ok, want in checks:
+        if not ok:
+            raise InputError(name, f"must be {want}, got {getattr(options, name[2:].split('/')[0].replace('-', '_'))}")
+
+
 # What the machine, not the program, got wrong: reported like bad input (one line, exit 2).
 _ENVIRONMENT = {errno.ENOSPC: "free space on that file system, or write elsewhere",
                 errno.EDQUOT: "free space within your quota, or write elsewhere",

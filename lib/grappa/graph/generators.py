@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from grappa.errors import InputError
+from grappa.errors import check_options
 from grappa.graph.npy_stream import NpyAppender
 from grappa.graph.raw import SPLIT_TEST, SPLIT_TRAIN, SPLIT_VAL, GraphInfo
 
@@ -24,13 +24,6 @@ def _split_block(rng: np.random.Generator, n: int, fractions) -> np.ndarray:
     out[(u >= tr) & (u < tr + va)] = SPLIT_VAL
     out[(u >= tr + va) & (u < tr + va + te)] = SPLIT_TEST
     return out
-
-
-def _check_flags(checks, cfg) -> None:
-    for flag, ok, want in checks:
-        if not ok:
-            value = getattr(cfg, flag[2:].split("/")[0].replace("-", "_"))
-            raise InputError(flag, f"must be {want}, got {value}")
 
 
 # ---------------------------------------------------------------- RMAT
@@ -52,14 +45,14 @@ class RMATConfig:
 
     def __post_init__(self):  # at the boundary: a bad flag is one clear error, not a traceback later
         d = 1.0 - self.a - self.b - self.c
-        _check_flags((("--scale", 1 <= self.scale <= 40, "in [1, 40]"),
+        check_options(self, (("--scale", 1 <= self.scale <= 40, "in [1, 40]"),
                       ("--edge-factor", self.edge_factor >= 1, "at least 1"),
                       ("--a/--b/--c", min(self.a, self.b, self.c, d) >= 0,
                        "non-negative probabilities that sum to at most 1"),
                       ("--noise", 0 <= self.noise < 1, "in [0, 1)"),
                       ("--num-features", self.num_features >= 0, "0 or more"),
                       ("--num-classes", self.num_classes >= 1, "at least 1"),
-                      ("--block-edges", self.block_edges >= 1, "at least 1")), self)
+                      ("--block-edges", self.block_edges >= 1, "at least 1")))
 
 
 def _scramble(v: np.ndarray, scale: int, seed: int) -> np.ndarray:
@@ -148,13 +141,13 @@ class SBMConfig:
     block_edges: int = 1 << 20
 
     def __post_init__(self):
-        _check_flags((("--num-classes", self.num_classes >= 1, "at least 1"),
+        check_options(self, (("--num-classes", self.num_classes >= 1, "at least 1"),
                       ("--num-nodes", self.num_nodes >= self.num_classes, "at least --num-classes"),
                       ("--avg-degree", self.avg_degree > 0, "positive"),
                       ("--homophily", 0 <= self.homophily <= 1, "in [0, 1]"),
                       ("--num-features", self.num_features >= 1, "at least 1"),
                       ("--feature-signal", self.feature_signal >= 0, "0 or more"),
-                      ("--block-edges", self.block_edges >= 1, "at least 1")), self)
+                      ("--block-edges", self.block_edges >= 1, "at least 1")))
     split: tuple = (0.2, 0.2, 0.6)
 
 

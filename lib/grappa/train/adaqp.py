@@ -27,11 +27,11 @@ import numpy as np
 import torch
 
 from grappa.comm.codec import StochasticQuantizer
+from grappa.errors import check_options
 from grappa.models import GIN
 from grappa.train.bit_assignment import SOLVERS, AssignmentProblem, group_messages
 from grappa.train.halo_exchange import Link
 from grappa.train.halo_method import HaloMethod
-from grappa.train.method import check_options
 
 FWD, BWD = 0, 1
 

@@ -41,7 +41,7 @@ from grappa.checkpoint import load_checkpoint, load_latest, rank_path, save_chec
 from grappa.cli_util import checked_everywhere, parse_args_once, reports_input_errors
 from grappa.comm import BACKENDS, ByteCounter, Comm, make_comm
 from grappa.comm.base import env_rank_size, threads_per_rank
-from grappa.errors import InputError
+from grappa.errors import InputError, check_options
 from grappa.models import MODELS
 from grappa.shards.format import load_manifest
 from grappa.train.config import OPTIMIZERS, TrainConfig, make_optimizer
@@ -126,9 +126,7 @@ def validate_numbers(cfg: TrainConfig) -> None:
               ("--checkpoint-keep", cfg.checkpoint_keep >= 1, "at least 1"),
               ("--checkpoint-every", cfg.checkpoint_every >= 0, "0 (only the method's boundaries) or more"),
               ("--comm-timeout", cfg.comm_timeout > 0, "a positive number of seconds")]
-    for name, ok, want in checks:
-        if not ok:
-            raise InputError(name, f"must be {want}, got {getattr(cfg, name[2:].replace('-', '_'))}")
+    check_options(cfg, checks)
 
 
 def _agree_on_input(comm, fn):

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from grappa.errors import InputError
+from grappa.errors import InputError, check_options
 from grappa.graph.raw import SPLIT_TRAIN
 from grappa.sampling import NeighborSampler
 from grappa.shards.shard_graph import ShardGraph
@@ -45,7 +45,6 @@ from grappa.train.averaging import LocalTraining
 from grappa.train.config import make_optimizer
 from grappa.train.evaluate import loss_fn
 from grappa.train.loop import peak_rss_mb
-from grappa.train.method import check_options
 from grappa.train.steps import epoch_order, step_seed
 
 

@@ -49,14 +49,6 @@ class NoOptions:
     """A method without options of its own."""
 
 
-def check_options(options, checks) -> None:
-    """Raise the InputError of the first failed ``(flag, ok, what it must be)``,
-    naming the flag and the value given (an options dataclass's ``__post_init__``)."""
-    for name, ok, want in checks:
-        if not ok:
-            raise InputError(name, f"must be {want}, got {getattr(options, name[2:].replace('-', '_'))}")
-
-
 @dataclass
 class ShardedData:
     """A partitioned dataset: its directory and manifest."""

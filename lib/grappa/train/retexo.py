@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch_geometric.nn import GATConv, GCNConv, SAGEConv
 
-from grappa.errors import InputError
+from grappa.errors import InputError, check_options
 from grappa.graph.raw import SPLIT_TRAIN
 from grappa.models import LayerwiseGNN, dropout, sparse_adjacency
 from grappa.partition.schedule import chunk_sets, owner_of_chunks
@@ -46,7 +46,7 @@ from grappa.shards.assemble import load_chunk_set
 from grappa.train.distributed_eval import DistributedEvaluator
 from grappa.train.evaluate import loss_fn
 from grappa.train.halo_exchange import HaloPlan
-from grappa.train.method import Method, check_options
+from grappa.train.method import Method
 from grappa.train.steps import allreduce_gradients, step_seed
 
 CONVS = ("gcn", "sage", "gat")
