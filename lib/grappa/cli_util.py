@@ -10,20 +10,7 @@ import time
 import traceback
 
 from grappa.errors import InputError, environment_error
-
-
-def _world_size() -> int:
-    for var in ("OMPI_COMM_WORLD_SIZE", "SLURM_NTASKS", "PMI_SIZE", "WORLD_SIZE"):
-        if os.environ.get(var, "").isdigit():
-            return int(os.environ[var])
-    return 1
-
-
-def _rank() -> str:
-    for var in ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID", "PMI_RANK", "RANK"):
-        if var in os.environ:
-            return os.environ[var]
-    return "0"
+from grappa.launch_env import env_rank_size
 
 
 def _leave(status: int) -> None:
@@ -33,23 +20,23 @@ def _leave(status: int) -> None:
     would hang instead of ending. The launcher sees this exit and ends the job."""
     sys.stdout.flush()
     sys.stderr.flush()
-    if _world_size() > 1:
+    if env_rank_size()[1] > 1:
         os._exit(status)
     sys.exit(status)
 
 
 def _failed() -> None:
     """A bug: the traceback, headed by the rank under several ranks, and out at once."""
-    if _world_size() == 1:
+    if env_rank_size()[1] == 1:
         raise  # noqa: PLE0704 - called from an except block: the usual traceback and status
-    print(f"[rank {_rank()}] failed:\n{traceback.format_exc()}", file=sys.stderr, end="")
+    print(f"[rank {env_rank_size()[0]}] failed:\n{traceback.format_exc()}", file=sys.stderr, end="")
     _leave(1)
 
 
 def parse_args_once(parser, argv=None):
     """``parser.parse_args`` where every rank parses the same command line:
     only rank 0 prints a usage error (every rank still exits with status 2)."""
-    if _rank() == "0":
+    if env_rank_size()[0] == 0:
         return parser.parse_args(argv)
     try:
         with contextlib.redirect_stderr(io.StringIO()):
@@ -80,7 +67,7 @@ def reports_input_errors(main):
         try:
             return main(argv)
         except InputError as e:
-            if e.everywhere and _rank() != "0":
+            if e.everywhere and env_rank_size()[0] != 0:
                 # Rank 0 reports it. Exiting first would let the launcher end the job before
                 # rank 0 has printed: wait to be ended with the job instead (60 s at most).
                 time.sleep(60)
