@@ -150,9 +150,10 @@ class Comm:
         from each rank): compute while it is in flight, then ``wait()`` for the rows."""
         splits = self._count_alltoallv(t, splits, category)
         self._enter(category)
-        if self.size == 1:
-            return Pending(t.clone())
-        return self._ialltoallv(t, splits, [int(s) for s in recv_splits])
+        # Posted, not waited for: leave at once, or the watchdog would time the caller's
+        # overlapped compute (and every later stretch until the next blocking collective).
+        return self._leave(category, Pending(t.clone()) if self.size == 1 else
+                           self._ialltoallv(t, splits, [int(s) for s in recv_splits]))
 
     def _count_alltoallv(self, t, splits, category) -> list[int]:
         splits = [int(s) for s in splits]
