@@ -46,13 +46,13 @@ class RMATConfig:
     def __post_init__(self):  # at the boundary: a bad flag is one clear error, not a traceback later
         d = 1.0 - self.a - self.b - self.c
         check_options(self, (("--scale", 1 <= self.scale <= 40, "in [1, 40]"),
-                      ("--edge-factor", self.edge_factor >= 1, "at least 1"),
-                      ("--a/--b/--c", min(self.a, self.b, self.c, d) >= 0,
-                       "non-negative probabilities that sum to at most 1"),
-                      ("--noise", 0 <= self.noise < 1, "in [0, 1)"),
-                      ("--num-features", self.num_features >= 0, "0 or more"),
-                      ("--num-classes", self.num_classes >= 1, "at least 1"),
-                      ("--block-edges", self.block_edges >= 1, "at least 1")))
+                             ("--edge-factor", self.edge_factor >= 1, "at least 1"),
+                             ("--a/--b/--c", min(self.a, self.b, self.c, d) >= 0,
+                              "non-negative probabilities that sum to at most 1"),
+                             ("--noise", 0 <= self.noise < 1, "in [0, 1)"),
+                             ("--num-features", self.num_features >= 0, "0 or more"),
+                             ("--num-classes", self.num_classes >= 1, "at least 1"),
+                             ("--block-edges", self.block_edges >= 1, "at least 1")))
 
 
 def _scramble(v: np.ndarray, scale: int, seed: int) -> np.ndarray:
@@ -139,16 +139,16 @@ class SBMConfig:
     feature_signal: float = 0.25  # class-mean scale against unit noise: weak on purpose
     seed: int = 0
     block_edges: int = 1 << 20
+    split: tuple = (0.2, 0.2, 0.6)
 
     def __post_init__(self):
         check_options(self, (("--num-classes", self.num_classes >= 1, "at least 1"),
-                      ("--num-nodes", self.num_nodes >= self.num_classes, "at least --num-classes"),
-                      ("--avg-degree", self.avg_degree > 0, "positive"),
-                      ("--homophily", 0 <= self.homophily <= 1, "in [0, 1]"),
-                      ("--num-features", self.num_features >= 1, "at least 1"),
-                      ("--feature-signal", self.feature_signal >= 0, "0 or more"),
-                      ("--block-edges", self.block_edges >= 1, "at least 1")))
-    split: tuple = (0.2, 0.2, 0.6)
+                             ("--num-nodes", self.num_nodes >= self.num_classes, "at least --num-classes"),
+                             ("--avg-degree", self.avg_degree > 0, "positive"),
+                             ("--homophily", 0 <= self.homophily <= 1, "in [0, 1]"),
+                             ("--num-features", self.num_features >= 1, "at least 1"),
+                             ("--feature-signal", self.feature_signal >= 0, "0 or more"),
+                             ("--block-edges", self.block_edges >= 1, "at least 1")))
 
 
 def generate_sbm(cfg: SBMConfig, out, progress: Progress | None = None) -> GraphInfo:

@@ -53,10 +53,10 @@ def _planetoid_test_index(path: Path, num_test: int, first: int) -> np.ndarray:
         raise InputError(path, "holds something other than non-negative integer node ids",
                          "restore the file from the Planetoid release")
     idx = np.array([int(t) for t in tokens], dtype=np.int64)
-    if len(idx) != num_test or not text.endswith("\n") or len(np.unique(idx)) != len(idx) or \
-            (len(idx) and idx.min() < first):
-        raise InputError(path, f"lists {len(idx)} test nodes ({len(np.unique(idx))} distinct, the file "
-                         f"{'ends' if text.endswith(chr(10)) else 'does not end'} with a newline) but tx has "
+    distinct, ends = len(np.unique(idx)), text.endswith("\n")
+    if len(idx) != num_test or not ends or distinct != len(idx) or (len(idx) and idx.min() < first):
+        raise InputError(path, f"lists {len(idx)} test nodes ({distinct} distinct, the file "
+                         f"{'ends' if ends else 'does not end'} with a newline) but tx has "
                          f"{num_test} rows, to be numbered from {first}: the file is cut short or altered",
                          "restore it from the Planetoid release")
     return idx
@@ -131,7 +131,6 @@ def _npz_split(path: Path, masks: dict, split_index: int, n: int) -> np.ndarray:
                              "splits", f"choose 0 to {m.shape[0] - 1}")
         split[(m[split_index] if m.ndim == 2 else m).astype(bool)] = code
     return split
-
 
 
 def import_npz(path, out, split_index: int = 0, name: str | None = None) -> GraphInfo:
