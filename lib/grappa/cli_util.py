@@ -33,6 +33,13 @@ def _failed() -> None:
     _leave(1)
 
 
+def _let_rank0_report() -> None:
+    """On a rank other than 0, for an error every rank found alike: exiting
+    first would let the launcher end the job before rank 0 has printed, so
+    wait to be ended with the job instead (60 s at most)."""
+    time.sleep(60)
+
+
 def parse_args_once(parser, argv=None):
     """``parser.parse_args`` where every rank parses the same command line:
     only rank 0 prints a usage error (every rank still exits with status 2)."""
@@ -42,8 +49,8 @@ def parse_args_once(parser, argv=None):
         with contextlib.redirect_stderr(io.StringIO()):
             return parser.parse_args(argv)
     except SystemExit as e:
-        if e.code:  # as for an InputError found everywhere: let rank 0 print before the job ends
-            time.sleep(60)
+        if e.code:
+            _let_rank0_report()
         raise
 
 
@@ -68,9 +75,7 @@ def reports_input_errors(main):
             return main(argv)
         except InputError as e:
             if e.everywhere and env_rank_size()[0] != 0:
-                # Rank 0 reports it. Exiting first would let the launcher end the job before
-                # rank 0 has printed: wait to be ended with the job instead (60 s at most).
-                time.sleep(60)
+                _let_rank0_report()
             else:
                 print(f"error: {e}", file=sys.stderr)
             _leave(2)
