@@ -37,6 +37,7 @@ across machines.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -328,7 +329,7 @@ def method_runs(a) -> list[tuple[str, str, type, list[str]]]:
     runs = []
     for name in names:
         cls = METHODS[name]
-        flags = a.grappa_args.split() if name.startswith("grappa") else []
+        flags = _own_flags(cls, a.grappa_args.split()) if name.startswith("grappa") else []
         if issubclass(cls, ModelAveraging):
             flags = a.averaging_args.split()
             runs.append((name, cls.label, cls, flags))
@@ -338,6 +339,19 @@ def method_runs(a) -> list[tuple[str, str, type, list[str]]]:
             continue
         runs.append((name, cls.label, cls, flags + [_flag(k, v) for k, v in cls.defaults.items()]))
     return runs
+
+
+def _own_flags(cls, flags: list[str]) -> list[str]:
+    """The "--name value" pairs of ``flags`` that ``cls``'s options accept
+    (grappa-authors has only --repartition-every of --grappa-args)."""
+    own = {f.name.replace("_", "-") for f in dataclasses.fields(cls.Options)}
+    kept, keep = [], False
+    for tok in flags:
+        if tok.startswith("--"):
+            keep = tok[2:].split("=")[0] in own
+        if keep:
+            kept.append(tok)
+    return kept
 
 
 def _flag(name: str, value) -> str:

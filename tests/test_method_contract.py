@@ -25,6 +25,7 @@ FLAGS = {"psgd-pa": ["--average-every-steps", 2, "--batch-size", 32],
          "random-tma": ["--average-every-steps", 2, "--batch-size", 32],
          "super-tma": ["--average-every-steps", 2, "--batch-size", 32],
          "grappa": ["--repartition-every", 2], "grappa-uw": ["--repartition-every", 2],
+         "grappa-authors": ["--repartition-every", 2, "--batch-size", 32],
          "llcg": ["--batch-size", 32, "--local-steps", 3, "--server-batch-size", 256],
          "retexo": ["--rounds-per-stage", 1],  # stage 0 = epoch 0: the resume lands inside stage 1
          # a new assignment every epoch, from the deterministic cost model (a profile differs run to run)

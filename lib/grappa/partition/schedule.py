@@ -10,6 +10,9 @@ super-epoch (the chunk sets partition the graph), for any K >= P.
   keeps base group r and takes variable group (r + s) mod P, so every
   (base, variable) pair is co-located within P super-epochs (s = 0..P-1).
   With K < 2P there are no variable groups and sweep equals fixed.
+
+``base_variable_sets`` is the authors' schedule (K = P, overlapping sets),
+used only by ``--method grappa-authors``.
 """
 from __future__ import annotations
 
@@ -37,6 +40,17 @@ def chunk_sets(schedule: str, num_chunks: int, world_size: int, super_epoch: int
     else:
         raise ValueError(f"unknown schedule {schedule!r}; choose one of {SCHEDULES}")
     return [sorted(int(c) for c in g) for g in groups]
+
+
+def base_variable_sets(world_size: int, super_epoch: int) -> list[list[int]]:
+    """The authors' schedule (K = P): rank r loads its base chunk r, then the
+    variable chunk (r + 1 + s mod (P - 1)) mod P. Sets overlap (each chunk is
+    in two of them) and every pair of chunks meets within P - 1 super-epochs.
+    The base chunk comes first, so its nodes get the first local ids."""
+    p = world_size
+    if p == 1:
+        return [[0]]
+    return [[r, (r + 1 + super_epoch % (p - 1)) % p] for r in range(p)]
 
 
 def owner_of_chunks(sets: list[list[int]], num_chunks: int) -> np.ndarray:

@@ -77,13 +77,30 @@ class GrappaMethod(Method):
         self.switch_times: list[float] = []
 
     # ------------------------------------------------------------ super-epochs
+    @property
+    def repartitions(self) -> bool:
+        return self.opts.repartition_every > 0 and self.opts.schedule != "fixed"
+
     def super_epoch_of(self, epoch: int) -> int:
-        r = self.opts.repartition_every
-        return 0 if r <= 0 or self.opts.schedule == "fixed" else epoch // r
+        return epoch // self.opts.repartition_every if self.repartitions else 0
 
     def is_boundary(self, epoch: int) -> bool:
         """True when ``epoch`` starts a new super-epoch (checkpoint, then repartition)."""
         return epoch > 0 and self.super_epoch_of(epoch) != self.super_epoch_of(epoch - 1)
+
+    # Hooks a configuration fills (grappa_authors.py): sets, halo, seeds, coverage, batches.
+    def chunk_sets_of(self, super_epoch: int) -> list[list[int]]:
+        return chunk_sets(self.opts.schedule, self.k, self.comm.size, super_epoch, self.cfg.seed)
+
+    @property
+    def reads_halo(self) -> bool:
+        return self.opts.halo_hops > 0
+
+    def seed_nodes(self, lg) -> np.ndarray:
+        return np.flatnonzero(lg.split == SPLIT_TRAIN)
+
+    def coverage_of(self, lg) -> np.ndarray:
+        return lg.coverage
 
     def load_super_epoch(self, epoch: int) -> None:
         s = self.super_epoch_of(epoch)
@@ -91,12 +108,11 @@ class GrappaMethod(Method):
             return
         t0 = time.perf_counter()
         self.comm.barrier()
-        self.sets = chunk_sets(self.opts.schedule, self.k, self.comm.size, s, self.cfg.seed)
-        self.local = load_chunk_set(self.dir, self.sets[self.comm.rank], halo=self.opts.halo_hops > 0)
-        lg = self.local
-        self.train_nodes = np.flatnonzero(lg.split == SPLIT_TRAIN)
+        self.sets = self.chunk_sets_of(s)
+        self.local = lg = load_chunk_set(self.dir, self.sets[self.comm.rank], halo=self.reads_halo)
+        self.train_nodes, self.coverage = self.seed_nodes(lg), self.coverage_of(lg)
         self.comm.fault_point("repartition")
-        cov = lg.coverage[self.train_nodes]
+        cov = self.coverage[self.train_nodes]
         # Scalars, once per super-epoch: mean coverage over ranks (shrinkage) and steps per epoch.
         stats = torch.tensor([cov.mean() if len(cov) else 0.0, float(len(cov) > 0)], dtype=torch.float64)
         tot = self.comm.allreduce(stats, category="control")
@@ -106,7 +122,7 @@ class GrappaMethod(Method):
         self.steps = max(self.steps, 1)
         self.sampler = NeighborSampler(lg.csr, self.cfg.fanouts[: self.cfg.layers], 0) if bs else None
         self.graph = None
-        if not bs and self.opts.halo_hops and isinstance(self.model, LayerwiseGNN):
+        if not bs and self.reads_halo and isinstance(self.model, LayerwiseGNN):
             # Owned nodes have all their in-edges: normalise with the true (global) degrees.
             self.graph = self.model.graph_global(lg.edge_index, len(lg.global_id),
                                                  torch.from_numpy(lg.global_in_degree), lg.num_owned)
@@ -120,7 +136,7 @@ class GrappaMethod(Method):
     def _batch_weight(self, seeds: np.ndarray) -> float:
         if len(seeds) == 0:
             return 0.0
-        c = float(self.local.coverage[seeds].mean())
+        c = float(self.coverage[seeds].mean())
         w = self.opts.weighting
         if w == "uniform":
             return 1.0
@@ -129,7 +145,11 @@ class GrappaMethod(Method):
         if w == "shrinkage":
             lam = self.opts.shrinkage_lambda
             return (1 - lam) * c + lam * self.mean_c
-        return float(self.local.coverage[seeds].sum())  # node: sum of a_v, loss is the a_v-weighted mean
+        return float(self.coverage[seeds].sum())  # node: sum of a_v, loss is the a_v-weighted mean
+
+    def node_weights(self, seeds: np.ndarray) -> torch.Tensor | None:
+        """Per-seed loss weights (``node`` weighting: a_v), or None for the plain mean."""
+        return torch.from_numpy(self.coverage[seeds]).float() if self.opts.weighting == "node" else None
 
     def _local_grad(self, seeds: np.ndarray) -> tuple[float, float]:
         lg = self.local
@@ -146,13 +166,15 @@ class GrappaMethod(Method):
             nodes = torch.from_numpy(sub.nodes)
             out = self.model(lg.x[nodes], sub.edge_index)[: sub.num_seeds]
             y = lg.y[nodes[: sub.num_seeds]]
-        node_w = torch.from_numpy(lg.coverage[seeds]).float() if self.opts.weighting == "node" else None
-        loss = loss_fn(self.task, out, y, node_w)
+        loss = loss_fn(self.task, out, y, self.node_weights(seeds))
         loss.backward()
         for p in self.params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
         return loss.item(), self._batch_weight(seeds)
+
+    def batch(self, order: np.ndarray, step: int) -> np.ndarray:
+        return batch_seeds(order, self.cfg.batch_size, step)  # ranks with fewer seeds wrap around
 
     def _combine(self, w: float) -> bool:
         """One allreduce of [w * grad, w, stop]; sets G = sum w_p grad_p / sum w_p."""
@@ -179,7 +201,7 @@ class GrappaMethod(Method):
             torch.manual_seed(step_seed(seed, epoch, rank, step))
             if self.sampler is not None:
                 self.sampler.rng = np.random.default_rng([seed, epoch, rank, step, 2])
-                seeds = batch_seeds(order, self.cfg.batch_size, step)  # ranks with fewer seeds wrap around
+                seeds = self.batch(order, step)
             else:
                 seeds = order
             loss, w = self._local_grad(seeds)

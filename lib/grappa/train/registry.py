@@ -15,6 +15,7 @@ from grappa.errors import InputError
 from grappa.train.adaqp import AdaQP, AdaQPNoOverlap
 from grappa.train.averaging import PSGDPA, RandomTMA, SuperTMA
 from grappa.train.centralized import CentralizedMethod
+from grappa.train.grappa_authors import GrappaAuthors
 from grappa.train.grappa_method import GrappaFP, GrappaMethod, GrappaUW
 from grappa.train.halo_method import HaloMethod
 from grappa.train.llcg import LLCG
@@ -24,7 +25,7 @@ from grappa.train.retexo import Retexo
 METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (
     CentralizedMethod,
     HaloMethod,
-    GrappaMethod, GrappaUW, GrappaFP,
+    GrappaMethod, GrappaUW, GrappaFP, GrappaAuthors,
     PSGDPA, RandomTMA, SuperTMA,
     LLCG,
     Retexo,
