@@ -42,10 +42,10 @@ def server_alone(shards: str, steps: int, batch: int) -> dict:
     import numpy as np
     import torch
     from grappa.graph.raw import SPLIT_TRAIN
+    from grappa.memory import peak_rss_mb
     from grappa.models import build_model
     from grappa.sampling import NeighborSampler
     from grappa.shards.shard_graph import ShardGraph
-    from grappa.train.loop import peak_rss_mb
 
     def rss_now() -> float:
         with open("/proc/self/status") as f:

@@ -18,8 +18,8 @@ STANDARD_KEYS = ("method", "model", "dataset", "world_size", "backend", "epochs"
                  "test_metric", "val_metric", "best_epoch", "train_bytes_per_rank_per_epoch",
                  "train_bytes_per_rank_per_epoch_max", "train_bytes_per_rank_per_epoch_by_category",
                  "train_bytes_by_category", "eval_bytes_total", "epoch_time_s_median", "train_time_s_total",
-                 "wall_s", "peak_rss_mb_max", "mode", "config", "method_label", "train_categories",
-                 "final_model_sha256")
+                 "wall_s", "peak_rss_mb_max", "peak_rss_mb_by_phase", "mode", "config", "method_label",
+                 "train_categories", "final_model_sha256")
 # Flags that make each family deterministic and exercise its mini-batch path.
 FLAGS = {"psgd-pa": ["--average-every-steps", 2, "--batch-size", 32],
          "random-tma": ["--average-every-steps", 2, "--batch-size", 32],
@@ -103,6 +103,8 @@ def test_method_contract(name, contract_runs):
         assert key in res, key
     assert res["method"] == name and res["epochs_run"] == EPOCHS and 0 < res["test_metric"] <= 1
     assert res["world_size"] == ranks_of(name)
+    phases = res["peak_rss_mb_by_phase"]  # every phase the loop runs, none above the overall peak
+    assert {"setup", "train", "eval", "checkpoint"} <= set(phases) and max(phases.values()) <= res["peak_rss_mb_max"]
     sent = {c for c, v in res["train_bytes_by_category"].items() if v}
     assert sent <= set(cls.categories), (sent, cls.categories)
     assert bool(sent) == (cls.world_size != "one")  # distributed methods do communicate

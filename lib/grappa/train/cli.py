@@ -42,12 +42,13 @@ from grappa.cli_util import checked_everywhere, parse_args_once, reports_input_e
 from grappa.comm import BACKENDS, ByteCounter, Comm, make_comm
 from grappa.comm.base import env_rank_size, threads_per_rank
 from grappa.errors import InputError, check_options
+from grappa.memory import PhasePeaks, reset_peak_rss
 from grappa.models import MODELS
 from grappa.shards.format import load_manifest
 from grappa.train.config import OPTIMIZERS, TrainConfig, make_optimizer
 from grappa.train.data import load_graph
 from grappa.train.evaluate import METRICS, resolve_metric
-from grappa.train.loop import LoopState, StopRequested, build_result, reset_peak_rss, run_epochs, write_result
+from grappa.train.loop import LoopState, StopRequested, build_result, run_epochs, write_result
 from grappa.train.method import ShardedData, add_option_flags, options_from_args, raw_graph_hint, shards_hint
 from grappa.train.metrics_log import MetricsLog
 from grappa.train.registry import METHODS, option_groups, partition_spec, resolve
@@ -244,6 +245,8 @@ def run(cfg: TrainConfig, comm: Comm | None = None) -> dict:
     stop = _install_stop_handlers() if cls.stops_on_signal else {"flag": False}
     method = cls(cfg, comm, data, model, opt, stop_flag=lambda: stop["flag"])
     state = _resume(method, ckpt_dir, comm.rank) if cfg.resume else LoopState()
+    method.phases = phases = PhasePeaks()
+    phases.mark("setup")  # imports, data, model, the method's own set-up, the resumed state
     if not cfg.resume and comm.rank == 0:
         if out.exists():
             shutil.rmtree(out)
@@ -264,11 +267,12 @@ def run(cfg: TrainConfig, comm: Comm | None = None) -> dict:
             comm.shutdown()
         raise SystemExit(REQUEUE_EXIT) from None
     log.close()
-    checkpoint(cfg.epochs, 0, st)  # the final state, so --resume after the end is a no-op
+    with phases.phase("checkpoint"):
+        checkpoint(cfg.epochs, 0, st)  # the final state, so --resume after the end is a no-op
     result = build_result(cfg, comm, st, name, cfg.metric, time.perf_counter() - t_start,
                           method_label=cls.label, train_categories=list(cls.categories), **extra,
                           **method.result_extra(), bytes_total_by_category=dict(comm.counter.bytes),
-                          final_model_sha256=_state_digest(model))
+                          final_model_sha256=_state_digest(model), phases=phases)
     if comm.rank == 0:
         write_result(out, result)
         if st.best_state is not None:

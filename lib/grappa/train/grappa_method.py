@@ -106,6 +106,10 @@ class GrappaMethod(Method):
         s = self.super_epoch_of(epoch)
         if s == self.super_epoch:
             return
+        with self.phases.phase("repartition"):
+            self._load_sets(s)
+
+    def _load_sets(self, s: int) -> None:
         t0 = time.perf_counter()
         self.comm.barrier()
         self.sets = self.chunk_sets_of(s)

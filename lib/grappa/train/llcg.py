@@ -44,7 +44,6 @@ from grappa.shards.shard_graph import ShardGraph
 from grappa.train.averaging import LocalTraining
 from grappa.train.config import make_optimizer
 from grappa.train.evaluate import loss_fn
-from grappa.train.loop import peak_rss_mb
 from grappa.train.steps import epoch_order, step_seed
 
 
@@ -137,7 +136,7 @@ class LLCG(LocalTraining):
         vector_to_parameters(self.comm.broadcast(flat, 0, "train_param"), self.params)  # down
         self.rounds += 1
         self.schedule.append(k_r)
-        self.train_peak_rss_mb = peak_rss_mb()  # a high-water mark: before any later evaluation
+        self.train_peak_rss_mb = self.phases.overall()  # a high-water mark: before any later evaluation
         self.stop_pending = self.comm.allreduce_object_max(1.0 if self.stop_flag() else 0.0) > 0
         return self.mean_loss(losses)
 
@@ -178,7 +177,7 @@ class LLCG(LocalTraining):
             self.server.bytes_read = int(state["server_bytes_read"])
 
     def result_extra(self) -> dict:
-        mine = [self.server_time_s, float(self.server.bytes_read if self.server else 0), peak_rss_mb(),
+        mine = [self.server_time_s, float(self.server.bytes_read if self.server else 0), self.phases.overall(),
                 self.train_peak_rss_mb]
         t, read, rss, train_rss = self.comm.broadcast(torch.tensor(mine, dtype=torch.float64), 0, "control").tolist()
         return dict(rounds=self.rounds, local_steps_schedule=self.schedule,

@@ -8,10 +8,8 @@ float`` (mean loss), ``evaluate() -> (val_metric, test_metric)`` and
 from __future__ import annotations
 
 import copy
-import gc
 import json
 import math
-import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -22,31 +20,12 @@ from tqdm import tqdm
 
 from grappa.atomic import atomic_write_bytes
 from grappa.comm import MAX, Comm
+from grappa.memory import PhasePeaks
 from grappa.train.config import TrainConfig
 from grappa.train.metrics_log import MetricsLog
 
 # What counts as training traffic; every method sends only in these categories.
 TRAIN_CATEGORIES = ("train_grad", "train_feat", "train_act_grad", "train_param", "train_embed", "train_assign")
-
-
-def peak_rss_mb() -> float:
-    """Peak RSS of this process since it started or since ``reset_peak_rss``."""
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024.0
-    except (OSError, StopIteration):  # not Linux
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def reset_peak_rss() -> None:
-    """Restart the peak at the current RSS, so several runs in one process
-    each report their own peak (Linux >= 4.0; elsewhere a no-op)."""
-    gc.collect()
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
 
 
 class StopRequested(Exception):
@@ -83,7 +62,7 @@ def run_epochs(cfg: TrainConfig, comm: Comm, method, log: MetricsLog, state: Loo
     state)`` is called at every boundary the method declares (before it
     repartitions) and when the method raises ``StopRequested``, which then
     propagates."""
-    model = method.model
+    model, phases = method.model, method.phases
     st = state or LoopState()
     bar = tqdm(range(st.epoch, cfg.epochs), desc=f"{cfg.method}/{cfg.model}", unit="epoch",
                disable=not cfg.progress or comm.rank != 0, initial=st.epoch, total=cfg.epochs)
@@ -91,12 +70,14 @@ def run_epochs(cfg: TrainConfig, comm: Comm, method, log: MetricsLog, state: Loo
     for epoch in bar:
         periodic = cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0
         if checkpoint and epoch != first and (method.is_boundary(epoch) or periodic):
-            checkpoint(epoch, 0, st)  # checkpoint barrier, then the method repartitions
+            with phases.phase("checkpoint"):
+                checkpoint(epoch, 0, st)  # checkpoint barrier, then the method repartitions
         snap = comm.counter.snapshot()
         t0 = time.perf_counter()
         elapsed0 = st.elapsed_s
         try:
-            loss = method.train_epoch(epoch)
+            with phases.phase("train"):
+                loss = method.train_epoch(epoch)
         except StopRequested as stop:
             st.epoch = stop.epoch
             if checkpoint:
@@ -109,7 +90,8 @@ def run_epochs(cfg: TrainConfig, comm: Comm, method, log: MetricsLog, state: Loo
             st.train_bytes[k] = st.train_bytes.get(k, 0) + v
         row = {"epoch": epoch, "loss": loss, "epoch_time_s": dt, "bytes": sent}
         if (epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1 or method.finished:
-            val, test = method.evaluate()
+            with phases.phase("eval"):
+                val, test = method.evaluate()
             row.update(val_metric=val, test_metric=test)
             if val > st.best_val and not method.provisional:
                 st.best_val, st.best_epoch, st.test_at_best = val, epoch, test
@@ -134,7 +116,7 @@ def run_epochs(cfg: TrainConfig, comm: Comm, method, log: MetricsLog, state: Loo
 
 
 def build_result(cfg: TrainConfig, comm: Comm, st: LoopState, dataset: str, metric: str,
-                 wall_s: float, **extra) -> dict:
+                 wall_s: float, phases: PhasePeaks | None = None, **extra) -> dict:
     epochs_run = max(len(st.epoch_times), 1)
     unknown = set(st.train_bytes) - set(TRAIN_CATEGORIES)
     if unknown:
@@ -144,7 +126,8 @@ def build_result(cfg: TrainConfig, comm: Comm, st: LoopState, dataset: str, metr
     mean = comm.allreduce(mine, category="control") / comm.size
     mx = comm.allreduce(mine.sum().reshape(1), MAX, "control")
     by_cat = {c: float(v) / epochs_run for c, v in zip(TRAIN_CATEGORIES, mean.tolist()) if v}
-    rss = comm.allreduce(torch.tensor([peak_rss_mb()], dtype=torch.float64), MAX, "control")
+    phases = phases or PhasePeaks()
+    rss = comm.allreduce(torch.tensor([phases.overall(), *phases.vector()], dtype=torch.float64), MAX, "control")
     result = {
         "method": cfg.method, "model": cfg.model, "dataset": dataset, "world_size": comm.size,
         "backend": comm.name, "epochs": cfg.epochs, "epochs_run": len(st.epoch_times), "seed": cfg.seed,
@@ -158,6 +141,7 @@ def build_result(cfg: TrainConfig, comm: Comm, st: LoopState, dataset: str, metr
         "epoch_time_s_median": statistics.median(st.epoch_times) if st.epoch_times else 0.0,
         "train_time_s_total": sum(st.epoch_times),
         "wall_s": wall_s, "peak_rss_mb_max": float(rss[0]),
+        "peak_rss_mb_by_phase": {k: float(v) for k, v in zip(phases.ORDER, rss[1:].tolist()) if v},
         "mode": "mini-batch" if cfg.batch_size else "full-graph",
         "config": cfg.to_dict(),
     }

@@ -42,6 +42,7 @@ import torch
 
 from grappa.comm import Comm
 from grappa.errors import InputError
+from grappa.memory import PhasePeaks
 
 
 @dataclass
@@ -90,6 +91,7 @@ class Method:
         self.start_step = 0  # set when resuming mid-epoch
         self.stop_pending = False  # a stop arrived on an epoch's last step
         self.finished = False  # the method ended training early (a time budget)
+        self.phases = PhasePeaks()  # peak RSS per phase; the CLI hands in the one that saw start-up
 
     # ------------------------------------------------------------------ hooks
     def train_epoch(self, epoch: int) -> float:

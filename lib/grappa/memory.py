@@ -1,0 +1,84 @@
+"""Peak resident memory (RSS) of this process, overall and per phase.
+
+``PhasePeaks`` attributes the peak to what the process was doing: the loop
+wraps its phases (``setup``, ``repartition``, ``train``, ``eval``,
+``checkpoint``) and each phase's value is the highest RSS reached while it
+ran, nested phases excluded (a super-epoch's repartition inside the first
+training epoch counts as ``repartition``, not ``train``). It works by
+resetting the kernel's high-water mark (``VmHWM``) at every phase edge,
+Linux >= 4.0; elsewhere the phases all read the process's lifetime peak.
+"""
+from __future__ import annotations
+
+import gc
+import resource
+from contextlib import contextmanager
+
+
+def peak_rss_mb() -> float:
+    """High-water mark of this process's RSS since it started or the last reset."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024.0
+    except (OSError, StopIteration):  # not Linux
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _reset_high_water_mark() -> None:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def reset_peak_rss() -> None:
+    """Restart the peak at the current RSS, so several runs in one process
+    each report their own peak."""
+    gc.collect()
+    _reset_high_water_mark()
+
+
+class PhasePeaks:
+    """Peak RSS per named phase; ``overall()`` is the peak across all of them."""
+
+    ORDER = ("setup", "repartition", "train", "eval", "checkpoint")
+
+    def __init__(self):
+        self.peaks: dict[str, float] = {}
+        self._stack: list[str] = []
+        self._outside = 0.0  # between phases
+
+    def _flush(self) -> None:
+        now = peak_rss_mb()
+        if self._stack:
+            top = self._stack[-1]
+            self.peaks[top] = max(self.peaks.get(top, 0.0), now)
+        else:
+            self._outside = max(self._outside, now)
+
+    @contextmanager
+    def phase(self, name: str):
+        self._flush()
+        _reset_high_water_mark()
+        self._stack.append(name)
+        try:
+            yield
+        finally:
+            self._flush()
+            self._stack.pop()
+            _reset_high_water_mark()
+
+    def mark(self, name: str) -> None:
+        """Close an unwrapped span (start-up, since the last reset) as phase ``name``."""
+        self.peaks[name] = max(self.peaks.get(name, 0.0), peak_rss_mb())
+        _reset_high_water_mark()
+
+    def overall(self) -> float:
+        self._flush()
+        return max([self._outside, *self.peaks.values()])
+
+    def vector(self) -> list[float]:
+        """Peaks in ``ORDER`` (0 for a phase that never ran), for a MAX allreduce."""
+        self._flush()
+        return [self.peaks.get(name, 0.0) for name in self.ORDER]

@@ -1,0 +1,51 @@
+"""Peak RSS per phase (grappa.memory.PhasePeaks): a phase reports the highest
+RSS reached while it ran, a nested phase takes its own peak out of its
+parent's, and result.json carries the peaks of every phase."""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+from grappa.memory import PhasePeaks
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc/self/clear_refs")
+MB = 1 << 20
+
+
+def touch(mb: int) -> None:
+    a = np.ones(mb * MB // 8)  # written, so resident; freed (unmapped) on return
+    assert a[-1] == 1.0
+
+
+def test_each_phase_reports_its_own_peak():
+    ph = PhasePeaks()
+    with ph.phase("setup"):
+        pass
+    with ph.phase("train"):
+        touch(200)
+    with ph.phase("eval"):
+        pass
+    assert ph.peaks["train"] >= ph.peaks["setup"] + 180
+    assert ph.peaks["eval"] <= ph.peaks["train"] - 180  # the train peak does not leak into eval
+    assert ph.overall() == pytest.approx(ph.peaks["train"], abs=1)
+
+
+def test_a_nested_phase_takes_its_peak_out_of_the_parent():
+    ph = PhasePeaks()
+    with ph.phase("train"):
+        with ph.phase("repartition"):
+            touch(200)
+        touch(20)
+    assert ph.peaks["repartition"] >= ph.peaks["train"] + 150
+    assert ph.vector()[PhasePeaks.ORDER.index("repartition")] == ph.peaks["repartition"]
+    assert ph.vector()[PhasePeaks.ORDER.index("setup")] == 0.0
+
+
+def test_mark_closes_the_span_since_the_last_reset():
+    ph = PhasePeaks()
+    touch(200)
+    ph.mark("setup")
+    with ph.phase("train"):
+        pass
+    assert ph.peaks["setup"] >= ph.peaks["train"] + 180
