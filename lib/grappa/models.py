@@ -78,14 +78,32 @@ class LayerwiseGNN(nn.Module):
     def graph_global(self, edge_index, num_nodes, in_degree, num_targets):
         return self.adjacency(*self.prepare_global(edge_index, num_nodes, in_degree, num_targets), num_nodes)
 
-    def layer(self, i: int, x, edge_index, edge_weight=None):
-        x = self._conv(i, x, edge_index, edge_weight)
+    # Models whose layer can compute the first rows alone (a num_targets x num_nodes adjacency).
+    computes_targets_only = False
+
+    def graph_targets(self, edge_index, num_nodes, in_degree, num_targets):
+        """``graph_global`` cut to the edges into the first ``num_targets`` nodes,
+        for ``layer(..., targets=num_targets)``: a rank that needs only its own
+        rows does not compute (and hold) its halo's."""
+        ei, w = self.prepare_global(edge_index, num_nodes, in_degree, num_targets)
+        keep = ei[1] < num_targets
+        return sparse_adjacency(ei[:, keep], None if w is None else w[keep], num_nodes, rows=num_targets)
+
+    def layer(self, i: int, x, edge_index, edge_weight=None, targets: int | None = None):
+        if targets is None:
+            x = self._conv(i, x, edge_index, edge_weight)
+        else:
+            x = self._conv_targets(i, x, edge_index, targets)
         if i < self.num_layers - 1:
             x = dropout(F.relu(x), self.dropout, self.training)
         return x
 
     def _conv(self, i, x, edge_index, edge_weight):
         return self.convs[i](x, edge_index)
+
+    def _conv_targets(self, i, x, adj, targets):
+        """Outputs of the first ``targets`` rows: x holds every source row (bipartite convs)."""
+        return self.convs[i]((x, x[:targets]), adj)
 
     def forward(self, x, edge_index, edge_weight=None):
         if edge_weight is None and edge_index.layout == torch.strided:  # not prepared yet
@@ -96,20 +114,22 @@ class LayerwiseGNN(nn.Module):
         return x
 
 
-def sparse_adjacency(edge_index, edge_weight, num_nodes):
+def sparse_adjacency(edge_index, edge_weight, num_nodes, rows: int | None = None):
     """(adj_t, None) with adj_t a sparse CSR matrix, row = destination: PyG
     convs then aggregate with one SpMM, several times faster on CPU than
     scatter over ``edge_index``. Duplicate edges stay separate entries (not
-    merged), so mean aggregation over a multigraph is unchanged."""
+    merged), so mean aggregation over a multigraph is unchanged. ``rows``:
+    only destinations below it (a rows x num_nodes matrix)."""
+    rows = num_nodes if rows is None else rows
     src, dst = edge_index
     order = torch.argsort(src, stable=True)
     order = order[torch.argsort(dst[order], stable=True)]  # by destination, then source
-    crow = torch.zeros(num_nodes + 1, dtype=torch.int64)
-    crow[1:] = torch.cumsum(torch.bincount(dst, minlength=num_nodes), 0)
+    crow = torch.zeros(rows + 1, dtype=torch.int64)
+    crow[1:] = torch.cumsum(torch.bincount(dst, minlength=rows), 0)
     w = edge_weight[order] if edge_weight is not None else torch.ones(len(order))
     with warnings.catch_warnings():  # "sparse CSR support is in beta"
         warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(crow, src[order], w, (num_nodes, num_nodes)), None
+        return torch.sparse_csr_tensor(crow, src[order], w, (rows, num_nodes)), None
 
 
 class SparseAdjacencyMixin:
@@ -120,6 +140,8 @@ class SparseAdjacencyMixin:
 class GCN(SparseAdjacencyMixin, LayerwiseGNN):
     """GCN (Kipf & Welling). Normalisation D^-1/2 (A+I) D^-1/2 is computed once
     per graph in ``prepare`` so layer-wise inference can reuse global degrees."""
+
+    computes_targets_only = True
 
     def __init__(self, in_dim, hidden, out_dim, num_layers=2, dropout=0.5):
         dims = [in_dim] + [hidden] * (num_layers - 1) + [out_dim]
@@ -141,8 +163,13 @@ class GCN(SparseAdjacencyMixin, LayerwiseGNN):
     def _conv(self, i, x, edge_index, edge_weight):
         return self.convs[i](x, edge_index, edge_weight)
 
+    def _conv_targets(self, i, x, adj, targets):
+        return self.convs[i](x, adj)  # the self-loops are edges: no root term
+
 
 class SAGE(SparseAdjacencyMixin, LayerwiseGNN):
+    computes_targets_only = True
+
     def __init__(self, in_dim, hidden, out_dim, num_layers=2, dropout=0.5):
         dims = [in_dim] + [hidden] * (num_layers - 1) + [out_dim]
         super().__init__([SAGEConv(dims[i], dims[i + 1]) for i in range(num_layers)], dropout)
@@ -163,6 +190,8 @@ class GAT(LayerwiseGNN):
 
 
 class GIN(SparseAdjacencyMixin, LayerwiseGNN):
+    computes_targets_only = True
+
     def __init__(self, in_dim, hidden, out_dim, num_layers=2, dropout=0.5):
         dims = [in_dim] + [hidden] * (num_layers - 1) + [out_dim]
 
@@ -179,8 +208,13 @@ class MLP(LayerwiseGNN):
         dims = [in_dim] + [hidden] * (num_layers - 1) + [out_dim]
         super().__init__([nn.Linear(dims[i], dims[i + 1]) for i in range(num_layers)], dropout)
 
+    computes_targets_only = True
+
     def _conv(self, i, x, edge_index, edge_weight):
         return self.convs[i](x)
+
+    def _conv_targets(self, i, x, adj, targets):
+        return self.convs[i](x[:targets])
 
 
 def graph_args(model: nn.Module, edge_index: torch.Tensor, num_nodes: int) -> tuple:
