@@ -44,3 +44,24 @@ def test_dropout_keeps_the_right_fraction_unbiased():
         assert abs(float(y.mean()) - 1.0) < 0.01  # rescaled: unbiased
     assert torch.equal(dropout(x, 0.5, False), x) and torch.equal(dropout(x, 0.0, True), x)
     assert not dropout(x, 1.0, True).any()
+
+
+@pytest.mark.parametrize("name", ["gcn", "sage", "gin", "mlp"])
+def test_targets_only_layer_equals_the_square_one(name):
+    """The distributed evaluator computes only the first (owned) rows: same
+    values as the square layer over every node, cut afterwards."""
+    torch.manual_seed(0)
+    n, t, e = 500, 120, 4000
+    ei = torch.stack([torch.randint(0, n, (e,)), torch.randint(0, t, (e,))])  # edges into the targets only
+    deg = torch.bincount(ei[1], minlength=n) + torch.randint(0, 3, (n,))  # global degrees >= local
+    x = torch.randn(n, 12)
+    m = build_model(name, 12, 16, 5, 2).eval()
+    assert m.computes_targets_only
+    square, rect = m.graph_global(ei, n, deg, t), m.graph_targets(ei, n, deg, t)
+    with torch.no_grad():
+        for i in range(2):
+            xi = x if i == 0 else torch.randn(n, 16)
+            want = m.layer(i, xi, *square)[:t]
+            got = m.layer(i, xi, *rect, targets=t)
+            assert got.shape == (t, want.shape[1])
+            torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
