@@ -92,3 +92,4 @@ def test_distributed_eval_equals_centralized(eval_checks, model, layers):
     assert sum(row["nodes"] for row in rows) == 2708
     assert max(row["max_abs_err"] for row in rows) < 1e-4
     assert all(row["eval_bytes"] > 0 for row in rows)
+    assert rows[0]["streams"] == (model in ("gcn", "sage"))  # both paths are checked

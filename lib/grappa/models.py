@@ -94,9 +94,25 @@ class LayerwiseGNN(nn.Module):
             x = self._conv(i, x, edge_index, edge_weight)
         else:
             x = self._conv_targets(i, x, edge_index, targets)
-        if i < self.num_layers - 1:
-            x = dropout(F.relu(x), self.dropout, self.training)
-        return x
+        return self.activate(i, x)
+
+    def activate(self, i: int, x):
+        """What follows conv i: ReLU and dropout between layers."""
+        return dropout(F.relu(x), self.dropout, self.training) if i < self.num_layers - 1 else x
+
+    # Models whose conv i is combine(i, sum over in-edges (u, v) of w_uv * source_rows(i, x_u), x_v): the
+    # distributed evaluator then aggregates the halo rows one block at a time (``streams``).
+    streams = False
+
+    def stream_edges(self, edge_index, num_targets, in_degree):
+        """(src, dst, w) of the aggregation into the first ``num_targets`` nodes."""
+        raise NotImplementedError
+
+    def source_rows(self, i: int, x):
+        raise NotImplementedError
+
+    def combine(self, i: int, agg, x_dst):
+        raise NotImplementedError
 
     def _conv(self, i, x, edge_index, edge_weight):
         return self.convs[i](x, edge_index)
@@ -166,13 +182,38 @@ class GCN(SparseAdjacencyMixin, LayerwiseGNN):
     def _conv_targets(self, i, x, adj, targets):
         return self.convs[i](x, adj)  # the self-loops are edges: no root term
 
+    streams = True
+
+    def stream_edges(self, edge_index, num_targets, in_degree):
+        loops = torch.arange(num_targets, dtype=edge_index.dtype)
+        src, dst = torch.cat([edge_index[0], loops]), torch.cat([edge_index[1], loops])
+        deg = in_degree.to(torch.float32) + 1.0
+        return src, dst, deg[src].rsqrt() * deg[dst].rsqrt()
+
+    def source_rows(self, i, x):
+        return self.convs[i].lin(x)
+
+    def combine(self, i, agg, x_dst):
+        return agg + self.convs[i].bias if self.convs[i].bias is not None else agg
+
 
 class SAGE(SparseAdjacencyMixin, LayerwiseGNN):
     computes_targets_only = True
+    streams = True  # mean aggregation, root weight, no projection or normalisation (SAGEConv's defaults)
 
     def __init__(self, in_dim, hidden, out_dim, num_layers=2, dropout=0.5):
         dims = [in_dim] + [hidden] * (num_layers - 1) + [out_dim]
         super().__init__([SAGEConv(dims[i], dims[i + 1]) for i in range(num_layers)], dropout)
+
+    def stream_edges(self, edge_index, num_targets, in_degree):
+        count = torch.bincount(edge_index[1], minlength=num_targets).clamp_min(1).to(torch.float32)
+        return edge_index[0], edge_index[1], 1.0 / count[edge_index[1]]  # the mean over the edges present
+
+    def source_rows(self, i, x):
+        return x
+
+    def combine(self, i, agg, x_dst):
+        return self.convs[i].lin_l(agg) + self.convs[i].lin_r(x_dst)
 
 
 class GAT(LayerwiseGNN):

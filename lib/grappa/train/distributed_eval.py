@@ -6,23 +6,33 @@ their owners, the rows of in-neighbours that live on other ranks (a
 then applies the layer to [own rows; fetched rows]. GCN normalisation uses
 the *global* in-degrees from the shards, so the result equals centralized
 full-graph inference.
+
+Models whose layer is a weighted sum over in-edges followed by a per-node
+update (GCN, SAGE: ``model.streams``) never hold every halo row at once:
+per layer the rows arrive from one peer at a time, in blocks of at most
+``block_rows`` (P - 1 ring rounds), and each block is added into the owned
+nodes' sums as it arrives (``BlockAggregation``). The bytes are the same.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from grappa.comm import MAX
 from grappa.graph.raw import SPLIT_TEST, SPLIT_VAL
-from grappa.models import LayerwiseGNN
+from grappa.models import LayerwiseGNN, sparse_adjacency
 from grappa.train.evaluate import auc_inputs, roc_auc
 from grappa.train.halo_exchange import HaloPlan
 
+BLOCK_ROWS = 1 << 18  # halo rows held at once by a streamed evaluation (64 MB at 64 float32 columns)
+
 
 class DistributedEvaluator:
-    def __init__(self, plan: HaloPlan, x_own: torch.Tensor, category: str = "eval"):
-        self.plan, self.x, self.category = plan, x_own, category
+    def __init__(self, plan: HaloPlan, x_own: torch.Tensor, category: str = "eval", block_rows: int = BLOCK_ROWS):
+        self.plan, self.x, self.category, self.block_rows = plan, x_own, category, block_rows
         self._x_full = None
         self._graph = None  # the model's prepared structure over the plan's edges
+        self._blocks = None  # (model class, BlockAggregation) for streaming models
 
     def input_rows(self) -> torch.Tensor:
         """Layer-0 input: the features never change while ownership holds, so
@@ -37,6 +47,10 @@ class DistributedEvaluator:
         model.eval()
         if not isinstance(model, LayerwiseGNN):
             raise TypeError("distributed evaluation needs a LayerwiseGNN (layer(i, x, edge_index, w))")
+        if model.streams:
+            if self._blocks is None or self._blocks[0] is not type(model):
+                self._blocks = (type(model), BlockAggregation(self.plan, model, self.block_rows, self.category))
+            return self._blocks[1].forward(model, self.x)
         p = self.plan
         # Only the owned rows are needed: models that can, compute those alone (not the halo's).
         kw = {"targets": p.num_owned} if model.computes_targets_only else {}
@@ -69,3 +83,62 @@ class DistributedEvaluator:
             stats += [float((logits[idx].argmax(1) == y_own[idx]).sum()), float(len(idx))]
         tot = comm.allreduce(torch.tensor(stats, dtype=torch.float64), category=self.category)
         return float(tot[0] / max(tot[1], 1)), float(tot[2] / max(tot[3], 1))
+
+
+class BlockAggregation:
+    """A streaming model's layers over the plan, one block of halo rows at a time.
+
+    Block 0 is the rank's own rows; then, in ring round k = 1 .. P-1, the rows
+    that rank r - k owns arrive in blocks of at most ``block_rows`` (every
+    rank runs the same number of blocks per round: alltoallv is collective)
+    while this rank sends its rows to rank r + k. Each block has its sparse
+    (owned x block rows) slice of the weighted in-edges, built once."""
+
+    def __init__(self, plan: HaloPlan, model: LayerwiseGNN, block_rows: int, category: str):
+        self.plan, self.category = plan, category
+        comm, n, r, p = plan.comm, plan.num_owned, plan.comm.rank, plan.comm.size
+        recv_at = n + np.concatenate([[0], np.cumsum(plan.recv_splits)])  # halo rows by owner, in [own; halo]
+        send_at = np.concatenate([[0], np.cumsum(plan.send_splits)])  # send_idx by destination
+        need = [max(-(-plan.recv_splits[(r - k) % p] // block_rows), -(-plan.send_splits[(r + k) % p] // block_rows))
+                for k in range(1, p)]
+        rounds = comm.allreduce(torch.tensor([0.0, *need], dtype=torch.float64), MAX, "control").long().tolist()
+        # Each step: (rows received: [lo, hi) of [own; halo], rows sent: [lo, hi) of send_idx, to, from).
+        self.steps = [((0, n), (0, 0), r, r)]
+        for k in range(1, p):
+            frm, to = (r - k) % p, (r + k) % p
+            for b in range(rounds[k]):
+                self.steps.append((_block(recv_at, frm, b, block_rows), _block(send_at, to, b, block_rows), to, frm))
+        # Each block's slice of the weighted edges (sorted by source once), as owned x block rows.
+        src, dst, w = model.stream_edges(plan.edge_index, n, plan.in_degree)
+        order = torch.argsort(src, stable=True)
+        src, dst, w = src[order], dst[order], w[order]
+        self.adj = []
+        for (lo, hi), *_ in self.steps:
+            a, b = torch.searchsorted(src, torch.tensor([lo, hi])).tolist()
+            self.adj.append(sparse_adjacency(torch.stack([src[a:b] - lo, dst[a:b]]), w[a:b], hi - lo, rows=n)[0])
+
+    def forward(self, model: LayerwiseGNN, x_own: torch.Tensor) -> torch.Tensor:
+        h = x_own
+        for i in range(model.num_layers):
+            agg = None
+            for adj, rows in zip(self.adj, self._rows(h)):
+                part = adj @ model.source_rows(i, rows)
+                agg = part if agg is None else agg.add_(part)
+            h = model.activate(i, model.combine(i, agg, h))
+        return h
+
+    def _rows(self, h: torch.Tensor):
+        """Each step's rows: the own rows, then one alltoallv per block."""
+        p, size = self.plan, self.plan.comm.size
+        yield h
+        for (lo, hi), (s_lo, s_hi), to, frm in self.steps[1:]:
+            send, recv = [0] * size, [0] * size
+            send[to], recv[frm] = s_hi - s_lo, hi - lo
+            yield p.comm.ialltoallv(h[p.send_idx[s_lo:s_hi]], send, recv, self.category).wait()
+
+
+def _block(starts: np.ndarray, peer: int, b: int, block_rows: int) -> tuple[int, int]:
+    """Rows [lo, hi) of block ``b`` of ``peer``'s segment (empty past its end)."""
+    end = int(starts[peer + 1])
+    lo = min(int(starts[peer]) + b * block_rows, end)
+    return lo, min(lo + block_rows, end)
