@@ -42,7 +42,7 @@ from grappa.cli_util import checked_everywhere, parse_args_once, reports_input_e
 from grappa.comm import BACKENDS, ByteCounter, Comm, make_comm
 from grappa.comm.base import env_rank_size, threads_per_rank
 from grappa.errors import InputError, check_options
-from grappa.memory import PhasePeaks, reset_peak_rss
+from grappa.memory import reset_peak_rss
 from grappa.models import MODELS
 from grappa.shards.format import load_manifest
 from grappa.train.config import OPTIMIZERS, TrainConfig, make_optimizer
@@ -245,7 +245,7 @@ def run(cfg: TrainConfig, comm: Comm | None = None) -> dict:
     stop = _install_stop_handlers() if cls.stops_on_signal else {"flag": False}
     method = cls(cfg, comm, data, model, opt, stop_flag=lambda: stop["flag"])
     state = _resume(method, ckpt_dir, comm.rank) if cfg.resume else LoopState()
-    method.phases = phases = PhasePeaks()
+    phases = method.phases
     phases.mark("setup")  # imports, data, model, the method's own set-up, the resumed state
     if not cfg.resume and comm.rank == 0:
         if out.exists():

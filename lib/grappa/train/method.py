@@ -91,7 +91,7 @@ class Method:
         self.start_step = 0  # set when resuming mid-epoch
         self.stop_pending = False  # a stop arrived on an epoch's last step
         self.finished = False  # the method ended training early (a time budget)
-        self.phases = PhasePeaks()  # peak RSS per phase; the CLI hands in the one that saw start-up
+        self.phases = PhasePeaks()  # peak RSS per phase; the CLI marks start-up as "setup"
 
     # ------------------------------------------------------------------ hooks
     def train_epoch(self, epoch: int) -> float:
