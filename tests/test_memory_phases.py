@@ -7,10 +7,16 @@ import sys
 
 import numpy as np
 import pytest
-from grappa.memory import PhasePeaks
+from grappa.memory import PhasePeaks, reset_peak_rss
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc/self/clear_refs")
 MB = 1 << 20
+
+
+@pytest.fixture(autouse=True)
+def fresh_high_water_mark():
+    # The pytest process's own peak (earlier tests) is not this phase's.
+    reset_peak_rss()
 
 
 def touch(mb: int) -> None:
