@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import configparser
+import os
 import re
 import subprocess
 import sys
@@ -67,3 +68,17 @@ def test_ruff_clean():
     r = subprocess.run([ruff, "check", "lib", "tests", "bench", "data_prep"], cwd=ROOT, capture_output=True,
                        text=True)
     assert r.returncode == 0, r.stdout
+
+
+@pytest.mark.parametrize("tasks_over_cores,expect", [(0, ""), (1, "1")])
+def test_env_sh_makes_mpi_ranks_yield_only_when_they_outnumber_the_cores(tasks_over_cores, expect):
+    """A Slurm allocation with more tasks on the node than cores (the local test
+    Slurm advertises 8 CPUs on 2): busy-polling ranks slowed the job's
+    distributed evaluation tenfold, so env.sh asks OpenMPI to yield."""
+    tasks = len(os.sched_getaffinity(0)) + tasks_over_cores  # what nproc counts
+    env = {k: v for k, v in os.environ.items() if k != "OMPI_MCA_mpi_yield_when_idle"}
+    env["SLURM_TASKS_PER_NODE"] = f"{tasks}(x2)"
+    r = subprocess.run(["bash", "-c", "source hpc/env.sh && printf %s \"${OMPI_MCA_mpi_yield_when_idle:-}\""],
+                       cwd=ROOT, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == expect
