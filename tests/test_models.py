@@ -46,6 +46,42 @@ def test_dropout_keeps_the_right_fraction_unbiased():
     assert not dropout(x, 1.0, True).any()
 
 
+def test_sparse_input_dropout_is_the_dense_one_and_scans_only_a_returning_input():
+    from grappa.models import NonzeroCache, dropout
+
+    x = torch.rand(300, 200) * (torch.rand(300, 200) < 0.02)  # bag-of-words-like: 2% nonzero
+    cache = NonzeroCache()
+    assert cache(x) is None  # first use: no scan (a mini-batch's input is new every step)
+    idx = cache(x)
+    assert torch.equal(idx, x.reshape(-1).nonzero().squeeze(1))
+    for p in (0.5, 0.6):
+        torch.manual_seed(1)
+        dense = dropout(x, p, True)
+        torch.manual_seed(1)
+        assert torch.equal(dropout(x, p, True, nonzero=idx), dense)  # same draws, same output
+    x.mul_(2.0)  # changed in place: its support may have changed
+    assert cache(x) is None and cache(x) is not None
+    assert cache(x.clone()) is None  # another tensor
+    dense_x = torch.rand(50, 40) + 0.1
+    cache(dense_x)
+    assert cache(dense_x) is None  # denser than max_density: the dense path
+    assert cache(torch.rand(5, 5, requires_grad=True)) is None
+
+
+def test_model_input_dropout_draws_as_before(cora):
+    """A model's input dropout with the cache equals the plain function, epoch after epoch."""
+    from grappa.models import dropout
+
+    torch.manual_seed(0)
+    model = build_model("gcn", cora.info.num_features, 16, cora.info.num_classes, 2).train()
+    for _ in range(3):
+        state = torch.get_rng_state()
+        got = model.input(cora.x)
+        torch.set_rng_state(state)
+        assert torch.equal(got, dropout(cora.x, model.input_dropout, True))
+    assert model._input_nonzero(cora.x) is not None  # Cora's features are sparse: the cached path ran
+
+
 @pytest.mark.parametrize("name", ["gcn", "sage", "gin", "mlp"])
 def test_targets_only_layer_equals_the_square_one(name):
     """The distributed evaluator computes only the first (owned) rows: same

@@ -8,6 +8,7 @@ L-hop neighbourhoods do not fit in memory at once.
 from __future__ import annotations
 
 import warnings
+import weakref
 
 import numpy as np
 import torch
@@ -21,12 +22,18 @@ from grappa.graph.csr import CSR
 MODELS = ("gcn", "sage", "gat", "gin", "mlp")
 
 
-def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+def dropout(x: torch.Tensor, p: float, training: bool, nonzero: torch.Tensor | None = None) -> torch.Tensor:
     """Inverted dropout, faster than ``F.dropout`` on CPU (docs/BENCHMARKS.md): input
     dropout over wide feature matrices dominated small-graph epochs. Each
     64-bit draw of the generator yields four 16-bit uniforms, so the keep
     probability is ``p`` rounded to a multiple of 1/65536 (and the rescale
-    uses that rounded value: the output stays unbiased)."""
+    uses that rounded value: the output stays unbiased).
+
+    Args:
+        nonzero: flat indices of ``x``'s nonzero entries (``NonzeroCache``), or
+            None. Given, only those are masked and rescaled: same draws, same
+            output, a fraction of the work on sparse (bag-of-words) features.
+    """
     if not training or p == 0.0:
         return x
     keep = round((1.0 - p) * 65536)
@@ -35,8 +42,42 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     n = x.numel()
     r = torch.randint(-2**63, 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64).view(torch.int16)[:n]
     # r + 32768 is uniform on [0, 65536): keep when it is below ``keep``
-    # bool * float promotes in one pass; the in-place rescale saves a second temporary
-    return (x * (r.view(x.shape) < keep - 32768)).mul_(65536.0 / keep)
+    if nonzero is None:
+        # bool * float promotes in one pass; the in-place rescale saves a second temporary
+        return (x * (r.view(x.shape) < keep - 32768)).mul_(65536.0 / keep)
+    flat = x.reshape(-1)
+    out = torch.zeros_like(flat)
+    out[nonzero] = (flat[nonzero] * (r[nonzero] < keep - 32768)).mul_(65536.0 / keep)
+    return out.view(x.shape)
+
+
+class NonzeroCache:
+    """The nonzero entries of an input that comes back unchanged (full-graph
+    epochs, a chunk set between repartitions), found at its second use, so a
+    new input every step (mini-batches) costs no scan. Holds the input only
+    weakly; an input modified in place (``_version``) or needing gradients,
+    or denser than ``max_density``, gets None (the dense path).
+
+    Args:
+        max_density (float, optional): above this fraction of nonzeros the
+            indices cost more than the mask. (default: 0.25)
+    """
+
+    def __init__(self, max_density: float = 0.25):
+        self.max_density = max_density
+        self._last = None  # (weakref to the input, its _version, indices | None | "unscanned")
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor | None:
+        if x.requires_grad:
+            return None
+        last = self._last
+        if last is None or last[0]() is not x or last[1] != x._version:
+            self._last = (weakref.ref(x), x._version, "unscanned")
+            return None
+        if isinstance(last[2], str):
+            idx = x.reshape(-1).nonzero().squeeze(1)
+            self._last = (last[0], last[1], idx if idx.numel() <= self.max_density * x.numel() else None)
+        return self._last[2]
 
 
 class LayerwiseGNN(nn.Module):
@@ -47,6 +88,7 @@ class LayerwiseGNN(nn.Module):
         self.convs = nn.ModuleList(convs)
         self.dropout = dropout
         self.input_dropout = dropout if input_dropout is None else input_dropout
+        self._input_nonzero = NonzeroCache()
 
     @property
     def num_layers(self) -> int:
@@ -63,7 +105,9 @@ class LayerwiseGNN(nn.Module):
 
     def input(self, x):
         """What happens to the features before layer 0 (input dropout)."""
-        return dropout(x, self.input_dropout, self.training)
+        if not self.training or self.input_dropout == 0.0:
+            return x
+        return dropout(x, self.input_dropout, True, nonzero=self._input_nonzero(x))
 
     def adjacency(self, edge_index, edge_weight, num_nodes):
         """The structure the layers propagate over; models whose convs take a
