@@ -203,12 +203,12 @@ class AdaQP(HaloMethod):
 
     def forward(self) -> torch.Tensor:
         """Owned nodes' outputs; each layer's boundary rows quantized."""
-        m, plan, n = self.model, self.plan, self.plan.num_owned
+        m, plan = self.model, self.plan
         h = m.input(self.x)
         for i in range(m.num_layers):
             link, grad_link = self.links[i, FWD], self.links[i, BWD]
             if not self.opts.overlap:
-                h = m.layer(i, plan.exchange(h, "train_feat", "train_act_grad", link, grad_link), *self.graph)[:n]
+                h = self.owned_outputs(i, plan.exchange(h, "train_feat", "train_act_grad", link, grad_link))
                 continue
             central, marginal, back = self.layouts
             halo = plan.start_fetch(h.detach(), "train_feat", link)

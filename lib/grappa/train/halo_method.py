@@ -62,17 +62,23 @@ class HaloMethod(Method):
         self.train_idx = torch.from_numpy(np.flatnonzero(lg.split == SPLIT_TRAIN))
         count = comm.allreduce(torch.tensor([float(len(self.train_idx))], dtype=torch.float64), category="setup")
         self.num_train = max(float(count[0]), 1.0)
-        self.graph = model.graph_global(plan.edge_index, plan.num_nodes, plan.in_degree, n)
+        # The halo rows' own outputs are never used: models that can, compute the owned rows alone.
+        self.targets = {"targets": n} if model.computes_targets_only else {}
+        build = model.graph_targets if self.targets else model.graph_global
+        self.graph = build(plan.edge_index, plan.num_nodes, plan.in_degree, n)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.evaluator = DistributedEvaluator(plan, self.x)
 
     def forward(self) -> torch.Tensor:
         """Outputs of the owned nodes; one halo exchange per layer."""
-        m, plan, n = self.model, self.plan, self.plan.num_owned
-        h = m.input(self.x)  # input dropout on the owner, so every rank sees the same dropped row
-        for i in range(m.num_layers):
-            h = m.layer(i, plan.exchange(h, "train_feat", "train_act_grad"), *self.graph)[:n]
+        h = self.model.input(self.x)  # input dropout on the owner, so every rank sees the same dropped row
+        for i in range(self.model.num_layers):
+            h = self.owned_outputs(i, self.plan.exchange(h, "train_feat", "train_act_grad"))
         return h
+
+    def owned_outputs(self, i: int, h_full: torch.Tensor) -> torch.Tensor:
+        """Layer i applied to [own rows; halo rows]: the owned nodes' outputs."""
+        return self.model.layer(i, h_full, *self.graph, **self.targets)[: self.plan.num_owned]
 
     def train_epoch(self, epoch: int) -> float:
         self.model.train()
