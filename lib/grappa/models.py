@@ -133,6 +133,18 @@ class LayerwiseGNN(nn.Module):
         keep = ei[1] < num_targets
         return sparse_adjacency(ei[:, keep], None if w is None else w[keep], num_nodes, rows=num_targets)
 
+    def graph_owned(self, edge_index, num_nodes, in_degree, num_owned):
+        """The structure for ``layer_owned`` over [own rows; halo rows]: cut to the
+        owned rows' in-edges where the model can compute those rows alone."""
+        build = self.graph_targets if self.computes_targets_only else self.graph_global
+        return build(edge_index, num_nodes, in_degree, num_owned)
+
+    def layer_owned(self, i: int, x, graph, num_owned: int):
+        """Layer i's outputs of the first ``num_owned`` rows of ``x`` (every source
+        row): the halo rows' own outputs are never computed where they need not be."""
+        kw = {"targets": num_owned} if self.computes_targets_only else {}
+        return self.layer(i, x, *graph, **kw)[:num_owned]
+
     def layer(self, i: int, x, edge_index, edge_weight=None, targets: int | None = None):
         if targets is None:
             x = self._conv(i, x, edge_index, edge_weight)

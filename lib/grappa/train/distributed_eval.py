@@ -52,15 +52,12 @@ class DistributedEvaluator:
                 self._blocks = (type(model), BlockAggregation(self.plan, model, self.block_rows, self.category))
             return self._blocks[1].forward(model, self.x)
         p = self.plan
-        # Only the owned rows are needed: models that can, compute those alone (not the halo's).
-        kw = {"targets": p.num_owned} if model.computes_targets_only else {}
         if self._graph is None or self._graph[0] is not model:
-            build = model.graph_targets if kw else model.graph_global
-            self._graph = (model, build(p.edge_index, p.num_nodes, p.in_degree, p.num_owned))
+            self._graph = (model, model.graph_owned(p.edge_index, p.num_nodes, p.in_degree, p.num_owned))
         g = self._graph[1]
-        h = model.layer(0, self.input_rows(), *g, **kw)[: p.num_owned]
+        h = model.layer_owned(0, self.input_rows(), g, p.num_owned)
         for i in range(1, model.num_layers):
-            h = model.layer(i, p.fetch(h, self.category), *g, **kw)[: p.num_owned]
+            h = model.layer_owned(i, p.fetch(h, self.category), g, p.num_owned)
         return h
 
     def metrics(self, model, y_own: torch.Tensor, split_own: np.ndarray, metric: str) -> tuple[float, float]:

@@ -62,10 +62,7 @@ class HaloMethod(Method):
         self.train_idx = torch.from_numpy(np.flatnonzero(lg.split == SPLIT_TRAIN))
         count = comm.allreduce(torch.tensor([float(len(self.train_idx))], dtype=torch.float64), category="setup")
         self.num_train = max(float(count[0]), 1.0)
-        # The halo rows' own outputs are never used: models that can, compute the owned rows alone.
-        self.targets = {"targets": n} if model.computes_targets_only else {}
-        build = model.graph_targets if self.targets else model.graph_global
-        self.graph = build(plan.edge_index, plan.num_nodes, plan.in_degree, n)
+        self.graph = model.graph_owned(plan.edge_index, plan.num_nodes, plan.in_degree, n)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.evaluator = DistributedEvaluator(plan, self.x)
 
@@ -78,7 +75,7 @@ class HaloMethod(Method):
 
     def owned_outputs(self, i: int, h_full: torch.Tensor) -> torch.Tensor:
         """Layer i applied to [own rows; halo rows]: the owned nodes' outputs."""
-        return self.model.layer(i, h_full, *self.graph, **self.targets)[: self.plan.num_owned]
+        return self.model.layer_owned(i, h_full, self.graph, self.plan.num_owned)
 
     def train_epoch(self, epoch: int) -> float:
         self.model.train()
