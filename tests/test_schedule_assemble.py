@@ -93,3 +93,24 @@ def test_distributed_eval_equals_centralized(eval_checks, model, layers):
     assert max(row["max_abs_err"] for row in rows) < 1e-4
     assert all(row["eval_bytes"] > 0 for row in rows)
     assert rows[0]["streams"] == (model in ("gcn", "sage"))  # both paths are checked
+    if model in ("gcn", "sage"):  # run first: the streamed path never builds the int64 [2, E] edge list
+        assert not any(row["edge_index_built"] for row in rows)
+
+
+@pytest.mark.parametrize("by_dst", [True, False])
+def test_block_matrix_holds_one_block_of_sources(by_dst):
+    import torch
+    from grappa.train.distributed_eval import _block_matrix
+
+    rng = np.random.default_rng(0)
+    src, dst = rng.integers(0, 50, 400).astype(np.int32), rng.integers(0, 20, 400)
+    if by_dst:
+        order = np.argsort(dst, kind="stable")
+        src, dst = src[order], dst[order]
+    w = rng.random(400).astype(np.float32)
+    m = _block_matrix(src, dst, w, 10, 35, 20, by_dst)
+    dense = np.zeros((20, 25), np.float32)
+    keep = (src >= 10) & (src < 35)
+    np.add.at(dense, (dst[keep], src[keep] - 10), w[keep])
+    assert m.shape == (20, 25) and m.col_indices().dtype == torch.int32
+    assert np.allclose(m.to_dense().numpy(), dense, atol=1e-6)

@@ -160,8 +160,9 @@ class LayerwiseGNN(nn.Module):
     # distributed evaluator then aggregates the halo rows one block at a time (``streams``).
     streams = False
 
-    def stream_edges(self, edge_index, num_targets, in_degree):
-        """(src, dst, w) of the aggregation into the first ``num_targets`` nodes."""
+    def stream_weights(self, src: np.ndarray, dst: np.ndarray, num_targets: int, in_degree: torch.Tensor):
+        """(w, loop): each in-edge's float32 weight in the aggregation into the
+        first ``num_targets`` nodes, and each target's self-loop weight (None: no loop)."""
         raise NotImplementedError
 
     def source_rows(self, i: int, x):
@@ -240,11 +241,9 @@ class GCN(SparseAdjacencyMixin, LayerwiseGNN):
 
     streams = True
 
-    def stream_edges(self, edge_index, num_targets, in_degree):
-        loops = torch.arange(num_targets, dtype=edge_index.dtype)
-        src, dst = torch.cat([edge_index[0], loops]), torch.cat([edge_index[1], loops])
-        deg = in_degree.to(torch.float32) + 1.0
-        return src, dst, deg[src].rsqrt() * deg[dst].rsqrt()
+    def stream_weights(self, src, dst, num_targets, in_degree):
+        inv_sqrt = 1.0 / np.sqrt(in_degree.numpy().astype(np.float32) + 1.0)  # the self-loop counts once
+        return inv_sqrt[src] * inv_sqrt[dst], inv_sqrt[:num_targets] ** 2
 
     def source_rows(self, i, x):
         return self.convs[i].lin(x)
@@ -261,15 +260,15 @@ class SAGE(SparseAdjacencyMixin, LayerwiseGNN):
         dims = [in_dim] + [hidden] * (num_layers - 1) + [out_dim]
         super().__init__([SAGEConv(dims[i], dims[i + 1]) for i in range(num_layers)], dropout)
 
-    def stream_edges(self, edge_index, num_targets, in_degree):
-        count = torch.bincount(edge_index[1], minlength=num_targets).clamp_min(1).to(torch.float32)
-        return edge_index[0], edge_index[1], 1.0 / count[edge_index[1]]  # the mean over the edges present
+    def stream_weights(self, src, dst, num_targets, in_degree):
+        count = np.maximum(np.bincount(dst, minlength=num_targets), 1).astype(np.float32)
+        return (1.0 / count)[dst], None  # the mean over the edges present
 
     def source_rows(self, i, x):
         return x
 
     def combine(self, i, agg, x_dst):
-        return self.convs[i].lin_l(agg) + self.convs[i].lin_r(x_dst)
+        return self.convs[i].lin_l(agg).add_(self.convs[i].lin_r(x_dst))  # in place: one n x d temporary fewer
 
 
 class GAT(LayerwiseGNN):

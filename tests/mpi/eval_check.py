@@ -40,5 +40,6 @@ for case in sys.argv[4:]:
     os.makedirs(f"{out}/{model_name}-{layers}", exist_ok=True)
     with open(f"{out}/{model_name}-{layers}/rank{comm.rank}.json", "w") as f:
         json.dump({"max_abs_err": err, "nodes": int(local.num_owned), "streams": model.streams,
-                   "eval_bytes": comm.counter.bytes["eval"] - before}, f)
+                   "eval_bytes": comm.counter.bytes["eval"] - before,
+                   "edge_index_built": plan._edge_index is not None}, f)
 comm.shutdown()

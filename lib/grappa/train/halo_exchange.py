@@ -80,6 +80,10 @@ def _segment_sums(values: np.ndarray, splits: list[int]) -> list[int]:
     return (total[ends] - total[ends - np.asarray(splits)]).astype(np.int64).tolist()
 
 
+def _index_dtype(n: int):
+    return np.int32 if n < np.iinfo(np.int32).max else np.int64
+
+
 class HaloPlan:
     def __init__(self, comm: Comm, local: LocalGraph, chunk_owner: np.ndarray, category: str):
         """``chunk_owner[c]`` is the rank that owns chunk c; the setup messages
@@ -102,16 +106,26 @@ class HaloPlan:
         # Their global in-degrees come back once (GCN normalisation needs them).
         deg_rows, _ = comm.alltoallv(torch.from_numpy(local.global_in_degree[:n][self.send_idx.numpy()]),
                                      self.send_splits, category)
-        # halo_gid is sorted only within each owner's group: look up through a full sort.
-        by_gid = np.argsort(self.halo_gid)
-        halo_pos = by_gid[np.searchsorted(self.halo_gid[by_gid], rsrc)]
-        src = np.empty(len(local.full_src_global), np.int64)
-        src[inside] = order[np.searchsorted(own_gid[order], local.full_src_global[inside])]
-        src[~inside] = n + halo_pos
         self.num_owned = n
         self.num_halo = len(self.halo_gid)
-        self.edge_index = torch.from_numpy(np.stack([src, local.full_dst_local]))
+        # Each in-edge's source row in [own; halo], int32 where it fits (4 B per edge, not 8).
+        self.src_pos = np.empty(len(rsrc) + int(inside.sum()), _index_dtype(self.num_nodes))
+        self.src_pos[inside] = order[np.searchsorted(own_gid[order], local.full_src_global[inside])]
+        del rsrc
+        # halo_gid is sorted only within each owner's group: look up through a full sort.
+        by_gid = np.argsort(self.halo_gid)
+        self.src_pos[~inside] = n + by_gid[np.searchsorted(self.halo_gid[by_gid], local.full_src_global[~inside])]
+        self.dst = local.full_dst_local  # destinations (owned rows), shared with the local graph
         self.in_degree = torch.from_numpy(np.concatenate([local.global_in_degree[:n], deg_rows.numpy()]))
+        self._edge_index = None
+
+    @property
+    def edge_index(self) -> torch.Tensor:
+        """[2, E] int64 (source row in [own; halo], owned destination); built
+        on first use: the streamed evaluation never needs it."""
+        if self._edge_index is None:
+            self._edge_index = torch.from_numpy(np.stack([self.src_pos.astype(np.int64), self.dst]))
+        return self._edge_index
 
     @property
     def num_nodes(self) -> int:
