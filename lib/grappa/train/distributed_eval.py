@@ -94,7 +94,7 @@ class BlockAggregation:
     (owned x block rows) slice of the weighted in-edges, built once."""
 
     def __init__(self, plan: HaloPlan, model: LayerwiseGNN, block_rows: int, category: str):
-        self.plan, self.category = plan, category
+        self.plan, self.category, self.block_rows = plan, category, block_rows
         comm, n, r, p = plan.comm, plan.num_owned, plan.comm.rank, plan.comm.size
         recv_at = n + np.concatenate([[0], np.cumsum(plan.recv_splits)])  # halo rows by owner, in [own; halo]
         send_at = np.concatenate([[0], np.cumsum(plan.send_splits)])  # send_idx by destination
@@ -126,9 +126,20 @@ class BlockAggregation:
                     agg = adj @ rows if self.loop is None else torch.addcmul(adj @ rows, self.loop, rows)
                 else:
                     torch.addmm(agg, adj, rows, out=agg)  # accumulate in place: no block-sized temporary
-            h = model.activate(i, model.combine(i, agg, h))
+            h = self._combine(model, i, agg, h)
             del agg
         return h
+
+    def _combine(self, model, i: int, agg: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """The layer's per-node update, a block of rows at a time: its
+        temporaries are block-sized, not (owned nodes x width)."""
+        n, out = len(h), None
+        for lo in range(0, max(n, 1), self.block_rows):
+            part = model.activate(i, model.combine(i, agg[lo:lo + self.block_rows], h[lo:lo + self.block_rows]))
+            if out is None:
+                out = torch.empty(n, part.shape[1])
+            out[lo:lo + len(part)] = part
+        return out
 
     def _rows(self, h: torch.Tensor):
         """Each step's rows: the own rows, then one alltoallv per block."""
