@@ -10,9 +10,12 @@ Linux >= 4.0; elsewhere the phases all read the process's lifetime peak.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import resource
 from contextlib import contextmanager
+from functools import cache
 
 
 def peak_rss_mb() -> float:
@@ -30,6 +33,25 @@ def _reset_high_water_mark() -> None:
             f.write("5")
     except OSError:
         pass
+
+
+@cache
+def _libc():
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None  # glibc only
+    except OSError:
+        return None
+
+
+def trim_heap() -> None:
+    """Give the heap's free pages back to the kernel. glibc keeps what a
+    phase freed (the many medium-sized blocks of a repartition or an
+    evaluation), so without this the next phase starts, and peaks, from the
+    previous phase's high level. A no-op outside glibc."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def reset_peak_rss() -> None:
@@ -67,6 +89,7 @@ class PhasePeaks:
         finally:
             self._flush()
             self._stack.pop()
+            trim_heap()
             _reset_high_water_mark()
 
     def mark(self, name: str) -> None:

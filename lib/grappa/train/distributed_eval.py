@@ -22,6 +22,7 @@ import torch
 
 from grappa.comm import MAX
 from grappa.graph.raw import SPLIT_TEST, SPLIT_VAL
+from grappa.memory import trim_heap
 from grappa.models import LayerwiseGNN
 from grappa.train.evaluate import auc_inputs, roc_auc
 from grappa.train.halo_exchange import HaloPlan
@@ -52,6 +53,7 @@ class DistributedEvaluator:
         if model.streams:
             if self._blocks is None or self._blocks[0] is not type(model):
                 self._blocks = (type(model), BlockAggregation(self.plan, model, self.block_rows, self.category))
+                trim_heap()  # the plan's and the blocks' set-up temporaries: not kept through the forward
             return self._blocks[1].forward(model, self.x)
         p = self.plan
         if self._graph is None or self._graph[0] is not model:
