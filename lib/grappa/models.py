@@ -156,8 +156,9 @@ class LayerwiseGNN(nn.Module):
         """What follows conv i: ReLU and dropout between layers."""
         return dropout(F.relu(x), self.dropout, self.training) if i < self.num_layers - 1 else x
 
-    # Models whose conv i is combine(i, sum over in-edges (u, v) of w_uv * source_rows(i, x_u), x_v): the
-    # distributed evaluator then aggregates the halo rows one block at a time (``streams``).
+    # Models whose conv i is combine(i, (sum over in-edges (u, v) of w_uv * x_u) @ W_i^T, x_v), W_i =
+    # source_weight(i) (None: no projection): the distributed evaluator then aggregates the halo rows one
+    # block at a time (``streams``), projecting before or after the sum, whichever is narrower.
     streams = False
 
     def stream_weights(self, src: np.ndarray, dst: np.ndarray, num_targets: int, in_degree: torch.Tensor):
@@ -165,7 +166,7 @@ class LayerwiseGNN(nn.Module):
         first ``num_targets`` nodes, and each target's self-loop weight (None: no loop)."""
         raise NotImplementedError
 
-    def source_rows(self, i: int, x):
+    def source_weight(self, i: int) -> torch.Tensor | None:
         raise NotImplementedError
 
     def combine(self, i: int, agg, x_dst):
@@ -245,8 +246,8 @@ class GCN(SparseAdjacencyMixin, LayerwiseGNN):
         inv_sqrt = 1.0 / np.sqrt(in_degree.numpy().astype(np.float32) + 1.0)  # the self-loop counts once
         return inv_sqrt[src] * inv_sqrt[dst], inv_sqrt[:num_targets] ** 2
 
-    def source_rows(self, i, x):
-        return self.convs[i].lin(x)
+    def source_weight(self, i):
+        return self.convs[i].lin.weight  # GCNConv's lin has no bias
 
     def combine(self, i, agg, x_dst):
         return agg + self.convs[i].bias if self.convs[i].bias is not None else agg
@@ -264,11 +265,12 @@ class SAGE(SparseAdjacencyMixin, LayerwiseGNN):
         count = np.maximum(np.bincount(dst, minlength=num_targets), 1).astype(np.float32)
         return (1.0 / count)[dst], None  # the mean over the edges present
 
-    def source_rows(self, i, x):
-        return x
+    def source_weight(self, i):
+        return self.convs[i].lin_l.weight  # its bias is added once per node, in combine (also with no neighbour)
 
     def combine(self, i, agg, x_dst):
-        return self.convs[i].lin_l(agg).add_(self.convs[i].lin_r(x_dst))  # in place: one n x d temporary fewer
+        out = self.convs[i].lin_r(x_dst)
+        return out.add_(agg).add_(self.convs[i].lin_l.bias) if self.convs[i].lin_l.bias is not None else out.add_(agg)
 
 
 class GAT(LayerwiseGNN):

@@ -11,7 +11,12 @@ Models whose layer is a weighted sum over in-edges followed by a per-node
 update (GCN, SAGE: ``model.streams``) never hold every halo row at once:
 per layer the rows arrive from one peer at a time, in blocks of at most
 ``block_rows`` (P - 1 ring rounds), and each block is added into the owned
-nodes' sums as it arrives (``BlockAggregation``). The bytes are the same.
+nodes' sums as it arrives (``BlockAggregation``). The layer's source
+projection is applied before the sum (by the sender) when it narrows the
+rows, after it otherwise, so a layer's rows travel and are summed at
+min(input, output) width. What a rank holds: its in-edges once, as int32
+block matrices (8 B per edge), the owned nodes' sums and a layer's input
+and output; never every halo row.
 """
 from __future__ import annotations
 
@@ -121,36 +126,43 @@ class BlockAggregation:
     def forward(self, model: LayerwiseGNN, x_own: torch.Tensor) -> torch.Tensor:
         h = x_own
         for i in range(model.num_layers):
+            w = model.source_weight(i)
+            first = w is not None and w.shape[0] < w.shape[1]  # project, then send and sum narrower rows
             agg = None
-            for adj, rows in zip(self.adj, self._rows(h)):
-                rows = model.source_rows(i, rows)
+            for adj, rows in zip(self.adj, self._rows(h, w if first else None)):
                 if agg is None:  # the own rows come first: their self-loops too
                     agg = adj @ rows if self.loop is None else torch.addcmul(adj @ rows, self.loop, rows)
                 else:
                     torch.addmm(agg, adj, rows, out=agg)  # accumulate in place: no block-sized temporary
-            h = self._combine(model, i, agg, h)
+            h = self._combine(model, i, agg, h, None if first else w)
             del agg
         return h
 
-    def _combine(self, model, i: int, agg: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """The layer's per-node update, a block of rows at a time: its
-        temporaries are block-sized, not (owned nodes x width)."""
+    def _combine(self, model, i: int, agg: torch.Tensor, h: torch.Tensor, w) -> torch.Tensor:
+        """The layer's per-node update (and the projection still owed, ``w``),
+        a block of rows at a time: its temporaries are block-sized, not
+        (owned nodes x width)."""
         n, out = len(h), None
         for lo in range(0, max(n, 1), self.block_rows):
-            part = model.activate(i, model.combine(i, agg[lo:lo + self.block_rows], h[lo:lo + self.block_rows]))
+            a = agg[lo:lo + self.block_rows]
+            part = model.activate(i, model.combine(i, _project(a, w), h[lo:lo + self.block_rows]))
             if out is None:
                 out = torch.empty(n, part.shape[1])
             out[lo:lo + len(part)] = part
         return out
 
-    def _rows(self, h: torch.Tensor):
-        """Each step's rows: the own rows, then one alltoallv per block."""
+    def _rows(self, h: torch.Tensor, w: torch.Tensor | None):
+        """Each step's rows (projected by ``w`` if given): the own rows, then one alltoallv per block."""
         p, size = self.plan, self.plan.comm.size
-        yield h
+        yield _project(h, w)
         for (lo, hi), (s_lo, s_hi), to, frm in self.steps[1:]:
             send, recv = [0] * size, [0] * size
             send[to], recv[frm] = s_hi - s_lo, hi - lo
-            yield p.comm.ialltoallv(h[p.send_idx[s_lo:s_hi]], send, recv, self.category).wait()
+            yield p.comm.ialltoallv(_project(h[p.send_idx[s_lo:s_hi]], w), send, recv, self.category).wait()
+
+
+def _project(rows: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+    return rows if w is None else rows @ w.T
 
 
 def _block_matrix(src, dst, w, lo: int, hi: int, rows: int, by_dst: bool) -> torch.Tensor:
