@@ -18,8 +18,8 @@ STANDARD_KEYS = ("method", "model", "dataset", "world_size", "backend", "epochs"
                  "test_metric", "val_metric", "best_epoch", "train_bytes_per_rank_per_epoch",
                  "train_bytes_per_rank_per_epoch_max", "train_bytes_per_rank_per_epoch_by_category",
                  "train_bytes_by_category", "eval_bytes_total", "epoch_time_s_median", "train_time_s_total",
-                 "wall_s", "peak_rss_mb_max", "peak_rss_mb_by_phase", "mode", "config", "method_label",
-                 "train_categories", "final_model_sha256")
+                 "eval_time_s_median", "wall_s", "peak_rss_mb_max", "peak_rss_mb_by_phase", "mode", "config",
+                 "method_label", "train_categories", "final_model_sha256")
 # Flags that make each family deterministic and exercise its mini-batch path.
 FLAGS = {"psgd-pa": ["--average-every-steps", 2, "--batch-size", 32],
          "random-tma": ["--average-every-steps", 2, "--batch-size", 32],

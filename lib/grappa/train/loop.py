@@ -44,6 +44,7 @@ class LoopState:
     test_at_best: float = float("nan")
     best_state: dict | None = None
     epoch_times: list = field(default_factory=list)
+    eval_times: list = field(default_factory=list)  # each distributed evaluation's wall time
     train_bytes: dict = field(default_factory=dict)
     since_best: int = 0
     elapsed_s: float = 0.0  # training + evaluation time so far (what "time to accuracy" uses)
@@ -90,9 +91,11 @@ def run_epochs(cfg: TrainConfig, comm: Comm, method, log: MetricsLog, state: Loo
             st.train_bytes[k] = st.train_bytes.get(k, 0) + v
         row = {"epoch": epoch, "loss": loss, "epoch_time_s": dt, "bytes": sent}
         if (epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1 or method.finished:
+            t_eval = time.perf_counter()
             with phases.phase("eval"):
                 val, test = method.evaluate()
-            row.update(val_metric=val, test_metric=test)
+            st.eval_times.append(time.perf_counter() - t_eval)
+            row.update(val_metric=val, test_metric=test, eval_time_s=st.eval_times[-1])
             if val > st.best_val and not method.provisional:
                 st.best_val, st.best_epoch, st.test_at_best = val, epoch, test
                 st.best_state = copy.deepcopy(model.state_dict())
@@ -140,6 +143,7 @@ def build_result(cfg: TrainConfig, comm: Comm, st: LoopState, dataset: str, metr
         "eval_bytes_total": comm.counter.bytes.get("eval", 0),
         "epoch_time_s_median": statistics.median(st.epoch_times) if st.epoch_times else 0.0,
         "train_time_s_total": sum(st.epoch_times),
+        "eval_time_s_median": statistics.median(st.eval_times) if st.eval_times else 0.0,
         "wall_s": wall_s, "peak_rss_mb_max": float(rss[0]),
         "peak_rss_mb_by_phase": {k: float(v) for k, v in zip(phases.ORDER, rss[1:].tolist()) if v},
         "mode": "mini-batch" if cfg.batch_size else "full-graph",
