@@ -92,29 +92,37 @@ class HaloPlan:
         n = local.num_owned
         own_gid = local.global_id[:n]
         order = np.argsort(own_gid)
-        inside = np.isin(local.full_src_chunk, np.asarray(local.chunks))
-        # Remote sources, grouped by owner rank (the order their rows arrive in).
-        rsrc = local.full_src_global[~inside]
-        uniq, first = np.unique(rsrc, return_index=True)
-        uowner = chunk_owner[local.full_src_chunk[~inside][first]]
-        by_owner = np.lexsort((uniq, uowner))
-        self.halo_gid, halo_owner = uniq[by_owner], uowner[by_owner]
-        self.recv_splits = np.bincount(halo_owner, minlength=comm.size).tolist()
+        own_sorted = own_gid[order]
+        # One source chunk at a time, so the temporaries are a chunk's edges, not all of them.
+        src_c, src_g = local.full_src_chunk, local.full_src_global
+        present = np.flatnonzero(np.bincount(src_c, minlength=len(chunk_owner)))
+        remote = [int(c) for c in present if c not in set(local.chunks)]
+        remote_set = set(remote)
+        # Remote sources, grouped by owner rank and sorted within (the order their rows arrive in).
+        uniq = {c: np.unique(src_g[src_c == c]) for c in remote}
+        none = [np.zeros(0, np.int64)]
+        groups = [np.sort(np.concatenate([uniq.pop(c) for c in remote if chunk_owner[c] == q] or none))
+                  for q in range(comm.size)]
+        self.recv_splits = [len(g) for g in groups]
+        self.halo_gid = np.concatenate(groups)
         # Tell the owners which of their rows we need (ids as int64).
         req, self.send_splits = comm.alltoallv(torch.from_numpy(self.halo_gid), self.recv_splits, category)
-        self.send_idx = torch.from_numpy(order[np.searchsorted(own_gid[order], req.numpy())])
+        self.send_idx = torch.from_numpy(order[np.searchsorted(own_sorted, req.numpy())])
         # Their global in-degrees come back once (GCN normalisation needs them).
         deg_rows, _ = comm.alltoallv(torch.from_numpy(local.global_in_degree[:n][self.send_idx.numpy()]),
                                      self.send_splits, category)
         self.num_owned = n
         self.num_halo = len(self.halo_gid)
         # Each in-edge's source row in [own; halo], int32 where it fits (4 B per edge, not 8).
-        self.src_pos = np.empty(len(rsrc) + int(inside.sum()), _index_dtype(self.num_nodes))
-        self.src_pos[inside] = order[np.searchsorted(own_gid[order], local.full_src_global[inside])]
-        del rsrc
-        # halo_gid is sorted only within each owner's group: look up through a full sort.
-        by_gid = np.argsort(self.halo_gid)
-        self.src_pos[~inside] = n + by_gid[np.searchsorted(self.halo_gid[by_gid], local.full_src_global[~inside])]
+        self.src_pos = np.empty(len(src_g), _index_dtype(self.num_nodes))
+        starts = n + np.concatenate([[0], np.cumsum(self.recv_splits)])
+        for c in present:
+            sel = np.flatnonzero(src_c == c)
+            if int(c) in remote_set:
+                q = chunk_owner[c]
+                self.src_pos[sel] = starts[q] + np.searchsorted(groups[q], src_g[sel])
+            else:
+                self.src_pos[sel] = order[np.searchsorted(own_sorted, src_g[sel])]
         self.dst = local.full_dst_local  # destinations (owned rows), shared with the local graph
         self.in_degree = torch.from_numpy(np.concatenate([local.global_in_degree[:n], deg_rows.numpy()]))
         self._edge_index = None
