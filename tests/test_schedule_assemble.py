@@ -97,6 +97,14 @@ def test_distributed_eval_equals_centralized(eval_checks, model, layers):
         assert not any(row["edge_index_built"] for row in rows)
 
 
+def test_evaluator_can_free_the_in_edges_once_its_blocks_are_built(eval_checks):
+    import json
+
+    rows = [json.loads((eval_checks / f"release-rank{i}.json").read_text()) for i in range(4)]
+    assert all(row["freed"] and row["refused"] for row in rows)
+    assert max(row["max_abs_err"] for row in rows) == 0.0
+
+
 @pytest.mark.parametrize("by_dst", [True, False])
 def test_block_matrix_holds_one_block_of_sources(by_dst):
     import torch

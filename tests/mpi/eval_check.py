@@ -42,4 +42,22 @@ for case in sys.argv[4:]:
         json.dump({"max_abs_err": err, "nodes": int(local.num_owned), "streams": model.streams,
                    "eval_bytes": comm.counter.bytes["eval"] - before,
                    "edge_index_built": plan._edge_index is not None}, f)
+# An evaluator that frees the in-edges once its blocks are built gives the same
+# logits, and refuses a model that would need them again.
+torch.manual_seed(0)
+model = build_model("sage", m["num_features"], 16, m["num_classes"], 2).eval()
+keep = DistributedEvaluator(plan, local.x[: local.num_owned]).logits(model)
+plan2 = HaloPlan(comm, local, owner_of_chunks(sets, m["num_chunks"]), "setup")
+freed = DistributedEvaluator(plan2, local.x[: local.num_owned], release=lambda: (plan2.drop_edges(),
+                                                                                 local.drop_in_edges()))
+err = float((freed.logits(model) - keep).abs().max())
+again = float((freed.logits(model) - keep).abs().max())
+try:
+    freed.logits(build_model("gat", m["num_features"], 16, m["num_classes"], 2, heads=2))
+    refused = False
+except RuntimeError:
+    refused = True
+with open(f"{out}/release-rank{comm.rank}.json", "w") as f:
+    json.dump({"max_abs_err": max(err, again), "refused": refused,
+               "freed": local.full_src_global is None and plan2.src_pos is None}, f)
 comm.shutdown()

@@ -36,14 +36,19 @@ class LocalGraph:
     global_in_degree: np.ndarray  # [n_total]
     csr: CSR  # local, by destination (destinations are owned nodes)
     coverage: np.ndarray  # [num_owned]
-    # every in-edge of the owned nodes (for exact evaluation): sources global ids
-    full_src_global: np.ndarray
-    full_dst_local: np.ndarray
-    full_src_chunk: np.ndarray
+    # every in-edge of the owned nodes (for exact evaluation): sources global ids;
+    # None once ``drop_in_edges`` ran (an evaluator holds what it needs of them)
+    full_src_global: np.ndarray | None
+    full_dst_local: np.ndarray | None
+    full_src_chunk: np.ndarray | None
 
     @property
     def edge_index(self) -> torch.Tensor:
         return self.csr.edge_index()
+
+    def drop_in_edges(self) -> None:
+        """Free the per-in-edge arrays (14 B per edge) once nothing reads them."""
+        self.full_src_global = self.full_dst_local = self.full_src_chunk = None
 
 
 def _narrow(limit: int):

@@ -21,6 +21,7 @@ and output; never every halo row.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -36,8 +37,21 @@ BLOCK_ROWS = 1 << 18  # halo rows held at once by a streamed evaluation (64 MB a
 
 
 class DistributedEvaluator:
-    def __init__(self, plan: HaloPlan, x_own: torch.Tensor, category: str = "eval", block_rows: int = BLOCK_ROWS):
+    """Args:
+        plan (HaloPlan): who owns what, and every in-edge of the owned nodes.
+        x_own (Tensor): the owned nodes' features.
+        category (str): the byte counter of its exchanges (default "eval").
+        block_rows (int): halo rows held at once by a streamed evaluation (default ``BLOCK_ROWS``).
+        release (callable, optional): called once a streaming model's blocks
+            are built, which then hold all the evaluation needs: the caller
+            frees its per-edge arrays (and the plan's). Streaming models only
+            afterwards (default None: nothing is freed).
+    """
+
+    def __init__(self, plan: HaloPlan, x_own: torch.Tensor, category: str = "eval", block_rows: int = BLOCK_ROWS,
+                 release: Callable[[], None] | None = None):
         self.plan, self.x, self.category, self.block_rows = plan, x_own, category, block_rows
+        self.release, self.released = release, False
         self._x_full = None
         self._graph = None  # the model's prepared structure over the plan's edges
         self._blocks = None  # (model class, BlockAggregation) for streaming models
@@ -55,9 +69,15 @@ class DistributedEvaluator:
         model.eval()
         if not isinstance(model, LayerwiseGNN):
             raise TypeError("distributed evaluation needs a LayerwiseGNN (layer(i, x, edge_index, w))")
+        if self.released and not (model.streams and self._blocks[0] is type(model)):
+            raise RuntimeError("this evaluator released its in-edges after building a streaming model's blocks: "
+                               "build a new DistributedEvaluator for another model class")
         if model.streams:
             if self._blocks is None or self._blocks[0] is not type(model):
                 self._blocks = (type(model), BlockAggregation(self.plan, model, self.block_rows, self.category))
+                if self.release is not None:
+                    self.release()
+                    self.released = True
                 trim_heap()  # the plan's and the blocks' set-up temporaries: not kept through the forward
             return self._blocks[1].forward(model, self.x)
         p = self.plan

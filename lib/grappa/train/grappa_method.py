@@ -222,7 +222,12 @@ class GrappaMethod(Method):
         if self.evaluator is None:
             owner = owner_of_chunks(self.sets, self.k)
             plan = HaloPlan(self.comm, self.local, owner, "eval")
-            self.evaluator = DistributedEvaluator(plan, self.local.x[: self.local.num_owned])
+
+            def release():  # training never reads the in-edges again while this ownership holds
+                plan.drop_edges()
+                self.local.drop_in_edges()
+
+            self.evaluator = DistributedEvaluator(plan, self.local.x[: self.local.num_owned], release=release)
         lg = self.local
         return self.evaluator.metrics(self.model, lg.y[: lg.num_owned], lg.split, self.cfg.metric)
 

@@ -127,11 +127,17 @@ class HaloPlan:
         self.in_degree = torch.from_numpy(np.concatenate([local.global_in_degree[:n], deg_rows.numpy()]))
         self._edge_index = None
 
+    def drop_edges(self) -> None:
+        """Free the per-edge arrays (a streamed evaluation's blocks hold what it needs)."""
+        self.src_pos = self.dst = self._edge_index = None
+
     @property
     def edge_index(self) -> torch.Tensor:
         """[2, E] int64 (source row in [own; halo], owned destination); built
         on first use: the streamed evaluation never needs it."""
         if self._edge_index is None:
+            if self.src_pos is None:
+                raise RuntimeError("HaloPlan.edge_index after drop_edges(): the per-edge arrays are freed")
             self._edge_index = torch.from_numpy(np.stack([self.src_pos.astype(np.int64), self.dst]))
         return self._edge_index
 
