@@ -269,8 +269,8 @@ class SAGE(SparseAdjacencyMixin, LayerwiseGNN):
         return self.convs[i].lin_l.weight  # its bias is added once per node, in combine (also with no neighbour)
 
     def combine(self, i, agg, x_dst):
-        out = self.convs[i].lin_r(x_dst)
-        return out.add_(agg).add_(self.convs[i].lin_l.bias) if self.convs[i].lin_l.bias is not None else out.add_(agg)
+        out, bias = self.convs[i].lin_r(x_dst).add_(agg), self.convs[i].lin_l.bias
+        return out if bias is None else out.add_(bias)
 
 
 class GAT(LayerwiseGNN):

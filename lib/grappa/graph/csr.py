@@ -7,6 +7,13 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def index_dtype(limit: int, smallest=np.int32):
+    """The narrowest signed integer type, no narrower than ``smallest``, that
+    holds 0 .. ``limit`` (torch's sparse indices want int32 or int64)."""
+    return next(t for t in (np.int16, np.int32, np.int64)
+                if np.iinfo(t).bits >= np.iinfo(smallest).bits and limit < np.iinfo(t).max)
+
+
 @dataclass
 class CSR:
     indptr: np.ndarray  # int64[N+1]

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from grappa.graph.csr import CSR
+from grappa.graph.csr import CSR, index_dtype
 from grappa.shards.format import load_manifest, read_shard
 
 
@@ -51,11 +51,6 @@ class LocalGraph:
         self.full_src_global = self.full_dst_local = self.full_src_chunk = None
 
 
-def _narrow(limit: int):
-    """The smallest signed integer type holding 0 .. limit."""
-    return next(t for t in (np.int16, np.int32, np.int64) if limit < np.iinfo(t).max)
-
-
 def _global_to_local(sorted_gid: np.ndarray, order: np.ndarray, query: np.ndarray) -> np.ndarray:
     return order[np.searchsorted(sorted_gid, query)]
 
@@ -73,8 +68,9 @@ def load_chunk_set(dataset, chunks: list[int], halo: bool = False) -> LocalGraph
     x, y, split, gdeg, src_g = (np.concatenate([p.pop(k) for p in parts]) for k in (
         "nodes/x", "nodes/y", "nodes/split", "nodes/in_degree", "edges/src_global"))
     # Held per in-edge for the whole ownership: the narrowest types that fit (14 B per edge, not 20).
-    src_c = np.concatenate([p.pop("edges/src_chunk").astype(_narrow(len(m["chunks"])), copy=False) for p in parts])
-    dst = np.concatenate([(p.pop("edges/dst_local") + off).astype(_narrow(n), copy=False)
+    chunk_t = index_dtype(len(m["chunks"]), np.int16)
+    src_c = np.concatenate([p.pop("edges/src_chunk").astype(chunk_t, copy=False) for p in parts])
+    dst = np.concatenate([(p.pop("edges/dst_local") + off).astype(index_dtype(n, np.int16), copy=False)
                           for p, off in zip(parts, offsets)])
     inside = np.isin(src_c, np.asarray(chunks))
     order = np.argsort(gid, kind="stable")

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from grappa.comm import MAX
+from grappa.graph.csr import index_dtype
 from grappa.graph.raw import SPLIT_TEST, SPLIT_VAL
 from grappa.memory import trim_heap
 from grappa.models import LayerwiseGNN
@@ -137,10 +138,10 @@ class BlockAggregation:
         # Each block's slice of the weighted in-edges as an owned x block-rows CSR matrix with int32
         # indices (8 B per edge in all), cut by a mask per block: no sorted copy of every edge.
         src, dst = plan.src_pos, plan.dst
-        w, self.loop = model.stream_weights(src, dst, n, plan.in_degree)
+        w, loop = model.stream_weights(src, dst, n, plan.in_degree)
         by_dst = bool(np.all(dst[1:] >= dst[:-1]))  # the shards store in-edges by destination
         self.adj = [_block_matrix(src, dst, w, lo, hi, n, by_dst) for (lo, hi), *_ in self.steps]
-        self.loop = None if self.loop is None else torch.from_numpy(self.loop)[:, None]
+        self.loop = None if loop is None else torch.from_numpy(loop)[:, None]
 
     @torch.no_grad()
     def forward(self, model: LayerwiseGNN, x_own: torch.Tensor) -> torch.Tensor:
@@ -190,7 +191,7 @@ def _block_matrix(src, dst, w, lo: int, hi: int, rows: int, by_dst: bool) -> tor
     sel = np.flatnonzero((src >= lo) & (src < hi))
     if not by_dst:
         sel = sel[np.argsort(dst[sel], kind="stable")]
-    idx = np.int32 if len(sel) < np.iinfo(np.int32).max else np.int64  # torch wants one dtype for both
+    idx = index_dtype(len(sel))  # torch wants one dtype for crow and col
     crow = np.zeros(rows + 1, idx)
     np.cumsum(np.bincount(dst[sel], minlength=rows), out=crow[1:])
     col = (src[sel] - lo).astype(idx)

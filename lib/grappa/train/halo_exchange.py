@@ -32,6 +32,7 @@ import torch
 from grappa.comm import Comm
 from grappa.comm.base import Pending
 from grappa.comm.codec import Codec
+from grappa.graph.csr import index_dtype
 from grappa.shards.assemble import LocalGraph
 
 
@@ -80,10 +81,6 @@ def _segment_sums(values: np.ndarray, splits: list[int]) -> list[int]:
     return (total[ends] - total[ends - np.asarray(splits)]).astype(np.int64).tolist()
 
 
-def _index_dtype(n: int):
-    return np.int32 if n < np.iinfo(np.int32).max else np.int64
-
-
 class HaloPlan:
     def __init__(self, comm: Comm, local: LocalGraph, chunk_owner: np.ndarray, category: str):
         """``chunk_owner[c]`` is the rank that owns chunk c; the setup messages
@@ -96,8 +93,8 @@ class HaloPlan:
         # One source chunk at a time, so the temporaries are a chunk's edges, not all of them.
         src_c, src_g = local.full_src_chunk, local.full_src_global
         present = np.flatnonzero(np.bincount(src_c, minlength=len(chunk_owner)))
-        remote = [int(c) for c in present if c not in set(local.chunks)]
-        remote_set = set(remote)
+        mine = set(local.chunks)
+        remote = [int(c) for c in present if c not in mine]
         # Remote sources, grouped by owner rank and sorted within (the order their rows arrive in).
         uniq = {c: np.unique(src_g[src_c == c]) for c in remote}
         none = [np.zeros(0, np.int64)]
@@ -114,15 +111,15 @@ class HaloPlan:
         self.num_owned = n
         self.num_halo = len(self.halo_gid)
         # Each in-edge's source row in [own; halo], int32 where it fits (4 B per edge, not 8).
-        self.src_pos = np.empty(len(src_g), _index_dtype(self.num_nodes))
+        self.src_pos = np.empty(len(src_g), index_dtype(self.num_nodes))
         starts = n + np.concatenate([[0], np.cumsum(self.recv_splits)])
         for c in present:
             sel = np.flatnonzero(src_c == c)
-            if int(c) in remote_set:
+            if c in mine:
+                self.src_pos[sel] = order[np.searchsorted(own_sorted, src_g[sel])]
+            else:
                 q = chunk_owner[c]
                 self.src_pos[sel] = starts[q] + np.searchsorted(groups[q], src_g[sel])
-            else:
-                self.src_pos[sel] = order[np.searchsorted(own_sorted, src_g[sel])]
         self.dst = local.full_dst_local  # destinations (owned rows), shared with the local graph
         self.in_degree = torch.from_numpy(np.concatenate([local.global_in_degree[:n], deg_rows.numpy()]))
         self._edge_index = None
