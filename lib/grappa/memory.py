@@ -35,6 +35,9 @@ def _reset_high_water_mark() -> None:
         pass
 
 
+TRIM_AT_PHASE_EDGE = 64 << 20  # free heap bytes worth a trim at a phase edge
+
+
 @cache
 def _libc():
     try:
@@ -44,14 +47,27 @@ def _libc():
         return None
 
 
-def trim_heap() -> None:
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                     "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def trim_heap(min_free_bytes: int = 0) -> None:
     """Give the heap's free pages back to the kernel. glibc keeps what a
     phase freed (the many medium-sized blocks of a repartition or an
     evaluation), so without this the next phase starts, and peaks, from the
-    previous phase's high level. A no-op outside glibc."""
+    previous phase's high level. Only when the heap holds at least
+    ``min_free_bytes`` free (glibc >= 2.33 reports it): trimming a small
+    heap every epoch costs more in page faults than it returns. A no-op
+    outside glibc."""
     libc = _libc()
-    if libc is not None:
-        libc.malloc_trim(0)
+    if libc is None:
+        return
+    if min_free_bytes and hasattr(libc, "mallinfo2"):
+        libc.mallinfo2.restype = _MallInfo2
+        if libc.mallinfo2().fordblks < min_free_bytes:
+            return
+    libc.malloc_trim(0)
 
 
 def reset_peak_rss() -> None:
@@ -92,7 +108,7 @@ class PhasePeaks:
         finally:
             self._flush()
             self._stack.pop()
-            trim_heap()
+            trim_heap(TRIM_AT_PHASE_EDGE)
             _reset_high_water_mark()
 
     def mark(self, name: str) -> None:
