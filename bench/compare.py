@@ -50,10 +50,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-# The full method's flags: node-level coverage weights, isolated subgraphs
-# (the authors' design). `--grappa-args "... --halo-hops 1"` adds 1-hop halo
-# features read from the shards: more accurate on Cora, but 2-3x longer
-# epochs there and 6x on the SBM preset (docs/BENCHMARKS.md).
+# The full method's flags: node-level coverage weights, a new shuffled chunk
+# assignment every 5 epochs; the halo is grappa's default (--layers hops
+# within --halo-budget-mb; `--grappa-args "... --halo-hops 0"` isolates the
+# chunk sets as the Grappa paper does, docs/BENCHMARKS.md).
 GRAPPA_ARGS = "--schedule shuffle --repartition-every 5 --weighting node"
 PRESETS = {
     "cora": {"train": ["--model", "gcn", "--hidden", "16", "--layers", "2", "--dropout", "0.5", "--lr", "0.01",

@@ -29,7 +29,7 @@ fi
 grappa-train --data "$WORK/cora" --method centralized "${MODEL_ARGS[@]}" \
     --out "$RUNS/cora-centralized-gcn" --overwrite --no-progress
 mpirun -np "$RANKS" grappa-train --method grappa --data "$WORK/cora-k16" "${MODEL_ARGS[@]}" \
-    --schedule shuffle --repartition-every 5 --weighting node --halo-hops 1 \
+    --schedule shuffle --repartition-every 5 \
     --out "$RUNS/cora-grappa-gcn" --overwrite --no-progress
 python - "$RUNS/cora-centralized-gcn/result.json" "$RUNS/cora-grappa-gcn/result.json" <<'PY'
 import json, sys

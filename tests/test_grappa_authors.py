@@ -71,7 +71,7 @@ def reference(cora_dir, data, epochs):
         models.append(build_model("sage", 1433, 16, 7, 2, 0.0))
     steps_run = 0
     for epoch in range(epochs):
-        locals_ = [load_chunk_set(data, s, halo=True) for s in hand_sets[epoch % 2]]  # --repartition-every 1
+        locals_ = [load_chunk_set(data, s, halo_hops=1) for s in hand_sets[epoch % 2]]  # --repartition-every 1
         seeds = [np.flatnonzero(lg.split[: sizes[r]] == SPLIT_TRAIN) for r, lg in enumerate(locals_)]
         cov = [(raw_deg[lg.global_id[: lg.num_owned]] + 1) / (raw_deg[lg.global_id[: lg.num_owned]] + 2)
                for lg in locals_]

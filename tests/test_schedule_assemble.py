@@ -63,13 +63,66 @@ def test_whole_set_has_full_coverage(cora, cora_k8):
 
 
 def test_halo_reads_missing_sources(cora, cora_k8):
-    lg = load_chunk_set(cora_k8, [0, 3], halo=True)
+    lg = load_chunk_set(cora_k8, [0, 3], halo_hops=1)
     n = lg.num_owned
     halo = lg.global_id[n:]
     assert len(halo) > 0
     np.testing.assert_array_equal(lg.x.numpy()[n:], cora.x.numpy()[halo])
     # with the halo every owned node sees all its in-edges
     assert np.array_equal(lg.csr.in_degree()[:n], cora.csr.in_degree()[lg.global_id[:n]])
+
+
+@pytest.mark.parametrize("model_name,layers", [("gcn", 2), ("sage", 3)])
+def test_layers_hop_halo_makes_the_training_outputs_exact(cora, cora_k8, model_name, layers):
+    """--halo-hops L: an L-layer model on the local graph gives the centralized
+    outputs at the owned training nodes; one hop fewer does not."""
+    import torch
+    from grappa.graph.raw import SPLIT_TRAIN
+    from grappa.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(model_name, cora.x.shape[1], 16, 7, layers).eval()
+    with torch.no_grad():
+        ref = model(cora.x, cora.edge_index)
+    errs = []
+    for hops in (layers - 1, layers):
+        lg = load_chunk_set(cora_k8, [0, 3], halo_hops=hops)
+        train = np.flatnonzero(lg.split == SPLIT_TRAIN)
+        assert len(train) > 0 and lg.num_owned <= lg.num_complete < len(lg.global_id)
+        # the complete nodes have every in-edge; the rest none
+        deg = lg.csr.in_degree()
+        assert np.array_equal(deg[: lg.num_complete], cora.csr.in_degree()[lg.global_id[: lg.num_complete]])
+        assert not deg[lg.num_complete:].any()
+        graph = model.graph_global(lg.edge_index, len(lg.global_id), torch.from_numpy(lg.global_in_degree),
+                                   lg.num_complete)
+        with torch.no_grad():
+            out = model(lg.x, *graph)
+        errs.append(float((out[train] - ref[lg.global_id[train]]).abs().max()))
+    assert errs[1] < 1e-5 < errs[0], errs
+
+
+def test_halo_budget_drops_the_hops_that_do_not_fit(cora_k8):
+    from grappa.shards.assemble import HALO_EDGE_BYTES, halo_node_bytes
+
+    full = load_chunk_set(cora_k8, [0, 3], halo_hops=2)
+    one = load_chunk_set(cora_k8, [0, 3], halo_hops=1)
+    assert (full.halo_hops, one.halo_hops) == (2, 1)
+    # hop 1's cost, counted as the budget counts it: one row per missing source, one entry per cut edge
+    n = one.num_owned
+    hop1 = (len(one.global_id) - n) * halo_node_bytes(1433) + (one.csr.num_edges - full_isolated_edges(cora_k8)) * \
+        HALO_EDGE_BYTES
+    for budget, hops in ((0, 0), (hop1 - 1, 0), (hop1, 1), (np.inf, 2)):
+        lg = load_chunk_set(cora_k8, [0, 3], halo_hops=2, halo_budget_bytes=budget)
+        assert lg.halo_hops == hops, budget
+        want = {0: n, 1: len(one.global_id), 2: len(full.global_id)}[hops]
+        assert len(lg.global_id) == want
+    # what was read from the shards grows with the hops, and the set's own shards count
+    isolated = load_chunk_set(cora_k8, [0, 3])
+    assert 0 < isolated.bytes_read < one.bytes_read < full.bytes_read
+
+
+def full_isolated_edges(data) -> int:
+    return load_chunk_set(data, [0, 3]).csr.num_edges
 
 
 EVAL_CASES = [("gcn", 2), ("sage", 3), ("gat", 2), ("gin", 2)]

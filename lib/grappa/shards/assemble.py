@@ -9,19 +9,28 @@ from other chunks are dropped). Coverage of node v:
 (the +1 is the self-loop every GNN layer adds; in-degree counts it once),
 so a_v is in (0, 1] and equals 1 when no in-edge was dropped.
 
-``halo=True`` also keeps the dropped edges and reads the missing sources'
+``halo_hops=1`` also keeps the dropped edges and reads the missing sources'
 features from their shards (file I/O at repartition time, no network): the
 extra nodes are appended after the owned ones and never used as seeds.
+``halo_hops=h > 1`` also reads, from the shards, the in-edges of every node
+within h - 1 hops upstream of the owned *training* nodes, and the features
+of their sources: an h-layer model's outputs at the training nodes are then
+exact (every node it reads at hop k < h has all its in-edges). Local ids:
+owned nodes, then the halo nodes with all their in-edges (``num_complete``
+counts both), then the feature-only halo.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
 
 from grappa.graph.csr import CSR, index_dtype
+from grappa.graph.raw import SPLIT_TRAIN
 from grappa.shards.format import load_manifest, read_shard
 
 
@@ -41,6 +50,13 @@ class LocalGraph:
     full_src_global: np.ndarray | None
     full_dst_local: np.ndarray | None
     full_src_chunk: np.ndarray | None
+    num_complete: int = -1  # the first num_complete nodes have all their in-edges (-1: num_owned)
+    halo_hops: int = 0  # the hops of halo read (within the budget)
+    bytes_read: int = 0  # from the shards, the set's own and the halo's
+
+    def __post_init__(self):
+        if self.num_complete < 0:
+            self.num_complete = self.num_owned
 
     @property
     def edge_index(self) -> torch.Tensor:
@@ -55,12 +71,26 @@ def _global_to_local(sorted_gid: np.ndarray, order: np.ndarray, query: np.ndarra
     return order[np.searchsorted(sorted_gid, query)]
 
 
-def load_chunk_set(dataset, chunks: list[int], halo: bool = False) -> LocalGraph:
+# What the halo holds, for its budget: a node's features, id and degree; an
+# edge's two int64 ids while it is assembled, then its CSR entry.
+HALO_EDGE_BYTES = 24
+
+
+def halo_node_bytes(num_features: int) -> int:
+    return 4 * num_features + 24
+
+
+def load_chunk_set(dataset, chunks: list[int], halo_hops: int = 0, halo_budget_bytes: float = np.inf) -> LocalGraph:
+    """The local graph of ``chunks``; ``halo_hops`` as in the module docstring,
+    each hop added only while the halo stays within ``halo_budget_bytes``
+    (``LocalGraph.halo_hops`` says how many were)."""
     d = Path(dataset)
     m = load_manifest(d)
     if not chunks:
         return empty_local_graph(m)
     parts = [read_shard(d / m["chunks"][c]["file"]) for c in chunks]
+    reader = ShardRows(d, m)
+    reader.bytes_read = sum(a.nbytes for p in parts for k, a in p.items() if k != "attrs")
     gid = np.concatenate([p["nodes/global_id"] for p in parts])
     offsets = np.cumsum([0] + [len(p["nodes/global_id"]) for p in parts])
     n = len(gid)
@@ -74,26 +104,64 @@ def load_chunk_set(dataset, chunks: list[int], halo: bool = False) -> LocalGraph
                           for p, off in zip(parts, offsets)])
     inside = np.isin(src_c, np.asarray(chunks))
     order = np.argsort(gid, kind="stable")
-    sorted_gid = gid[order]
-    src_local = _global_to_local(sorted_gid, order, src_g[inside])
-    dst_in = dst[inside]
-    all_gid, all_x, all_deg = gid, x, gdeg
-    if halo and not inside.all():
-        missing = np.unique(src_g[~inside])
-        hx, hdeg = _read_rows(d, m, missing)
-        all_gid = np.concatenate([gid, missing])
-        all_x = np.concatenate([x, hx])
-        all_deg = np.concatenate([gdeg, hdeg])
-        src_local = np.concatenate([src_local, n + np.searchsorted(missing, src_g[~inside])])
-        dst_in = np.concatenate([dst_in, dst[~inside]])
+    src_local, dst_in = _global_to_local(gid[order], order, src_g[inside]), dst[inside]
+    all_gid, all_x, all_deg, complete, hops = gid, x, gdeg, n, 0
+    if halo_hops and not inside.all():
+        complete_gid, e_src, e_dst, hops = _upstream_halo(reader, gid, src_g, dst, split, inside, halo_hops,
+                                                          halo_budget_bytes)
+    if hops:
+        missing = np.setdiff1d(np.concatenate([src_g[~inside], e_src]), np.concatenate([gid, complete_gid]))
+        halo_gid = np.concatenate([complete_gid, missing])  # each part sorted: complete first
+        hx, hdeg = reader.features(halo_gid)
+        all_gid, all_x, all_deg = np.concatenate([gid, halo_gid]), np.concatenate([x, hx]), np.concatenate([gdeg, hdeg])
+        complete = n + len(complete_gid)
+        order = np.argsort(all_gid, kind="stable")
+        to_local = lambda g: _global_to_local(all_gid[order], order, g)  # noqa: E731
+        src_local = np.concatenate([src_local, to_local(src_g[~inside]), to_local(e_src)])
+        dst_in = np.concatenate([dst_in, dst[~inside], to_local(e_dst)])
     csr = CSR.from_edges(src_local, dst_in, len(all_gid))
-    local_deg = csr.in_degree()[:n]
-    coverage = (local_deg + 1) / (gdeg + 1)
+    coverage = (csr.in_degree()[:n] + 1) / (gdeg + 1)
     ydt = torch.float32 if y.dtype == np.float32 else torch.int64
     return LocalGraph(chunks=list(chunks), global_id=all_gid, num_owned=n, x=torch.from_numpy(all_x),
                       y=torch.from_numpy(y.astype(np.float32 if ydt == torch.float32 else np.int64)), split=split,
                       global_in_degree=all_deg, csr=csr, coverage=coverage,
-                      full_src_global=src_g, full_dst_local=dst, full_src_chunk=src_c)
+                      full_src_global=src_g, full_dst_local=dst, full_src_chunk=src_c, num_complete=complete,
+                      halo_hops=hops, bytes_read=reader.bytes_read)
+
+
+def _upstream_halo(reader: ShardRows, gid, src_g, dst, split, inside, hops: int, budget: float):
+    """(complete, e_src, e_dst, hops used): the halo nodes within hops - 1 hops
+    upstream of the owned training nodes (sorted global ids) and their
+    in-edges read from the shards (global source, global destination). A hop
+    that would take the halo past ``budget`` bytes is not added."""
+    owned, node_b = np.sort(gid), halo_node_bytes(reader.m["num_features"])
+    complete, e_src, e_dst = (np.zeros(0, np.int64) for _ in range(3))
+    # hop 1's cost before any of it is read; a mask, not a copy of the cut edges (a large set has millions)
+    missing = np.zeros(reader.m["num_nodes"], bool)
+    missing[src_g] = True
+    missing[gid] = False
+    cost = int(missing.sum()) * node_b + int((~inside).sum()) * HALO_EDGE_BYTES
+    del missing
+    if cost > budget:
+        return complete, e_src, e_dst, 0
+    frontier = gid[np.flatnonzero(split == SPLIT_TRAIN)]
+    for hop in range(1, hops):
+        # in-neighbours of the frontier: from the owned in-edges and from those read so far
+        nbrs = np.union1d(src_g[np.isin(dst, np.flatnonzero(np.isin(gid, frontier)))],
+                          e_src[np.isin(e_dst, frontier)])
+        new = np.setdiff1d(np.setdiff1d(nbrs, owned, assume_unique=True), complete, assume_unique=True)
+        if not len(new):
+            return complete, e_src, e_dst, hops
+        if cost + int(reader.degrees(new).sum()) * HALO_EDGE_BYTES > budget:
+            return complete, e_src, e_dst, hop
+        s, t = reader.in_edges(new)
+        sources = np.setdiff1d(np.unique(s), np.concatenate([owned, complete, new]))
+        cost += len(s) * HALO_EDGE_BYTES + len(sources) * node_b  # an upper bound: some were already there
+        if cost > budget:
+            return complete, e_src, e_dst, hop
+        e_src, e_dst = np.concatenate([e_src, s]), np.concatenate([e_dst, t])
+        complete, frontier = np.union1d(complete, new), nbrs
+    return complete, e_src, e_dst, hops
 
 
 def empty_local_graph(m: dict) -> LocalGraph:
@@ -107,16 +175,60 @@ def empty_local_graph(m: dict) -> LocalGraph:
                       full_src_chunk=np.zeros(0, np.int32))
 
 
-def _read_rows(d: Path, m: dict, nodes: np.ndarray):
-    """Features and global in-degree of ``nodes`` (sorted) from their shards."""
-    node_chunk = np.load(d / "node_chunk.npy", mmap_mode="r")
-    chunk = np.asarray(node_chunk[nodes])
-    x = np.zeros((len(nodes), m["num_features"]), np.float32)
-    deg = np.zeros(len(nodes), np.int64)
-    for c in np.unique(chunk):
-        sel = np.flatnonzero(chunk == c)
-        s = read_shard(d / m["chunks"][int(c)]["file"], with_edges=False)
-        pos = np.searchsorted(s["nodes/global_id"], nodes[sel])
-        x[sel] = s["nodes/x"][pos]
-        deg[sel] = s["nodes/in_degree"][pos]
-    return x, deg
+class ShardRows:
+    """Reads the rows of given nodes (sorted global ids within each chunk) from
+    their shards: in-degrees, in-edges, features. One shard open at a time, and
+    of each dataset only the range between the first and last row wanted;
+    ``bytes_read`` counts what was read."""
+
+    def __init__(self, directory: Path, manifest: dict):
+        self.dir, self.m = Path(directory), manifest
+        self.bytes_read = 0
+
+    @cached_property
+    def node_chunk(self) -> np.ndarray:
+        return np.load(self.dir / "node_chunk.npy", mmap_mode="r")
+
+    def _by_chunk(self, nodes: np.ndarray):
+        """(positions into ``nodes``, the open shard, rows within it) per chunk."""
+        chunk = np.asarray(self.node_chunk[nodes])
+        for c in np.unique(chunk):
+            sel = np.flatnonzero(chunk == c)
+            with h5py.File(self.dir / self.m["chunks"][int(c)]["file"], "r") as f:
+                ids = self._read(f["nodes/global_id"], 0, None)
+                yield sel, f, np.searchsorted(ids, nodes[sel])
+
+    def _read(self, dataset, lo: int, hi: int | None) -> np.ndarray:
+        a = dataset[lo:hi]
+        self.bytes_read += a.nbytes
+        return a
+
+    def degrees(self, nodes: np.ndarray) -> np.ndarray:
+        deg = np.zeros(len(nodes), np.int64)
+        for sel, f, pos in self._by_chunk(nodes):
+            deg[sel] = self._read(f["nodes/in_degree"], 0, None)[pos]
+        return deg
+
+    def in_edges(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every in-edge of ``nodes``: (source global ids, destination global ids)."""
+        src, dst = [], []
+        for sel, f, pos in self._by_chunk(nodes):
+            deg = self._read(f["nodes/in_degree"], 0, None)
+            start, count = np.concatenate([[0], np.cumsum(deg)])[pos], deg[pos]
+            # the edges are sorted by destination: row v is start[v] .. start[v] + count[v]
+            idx = np.repeat(start - np.cumsum(count) + count, count) + np.arange(count.sum())
+            if len(idx):
+                lo = int(idx.min())
+                src.append(self._read(f["edges/src_global"], lo, int(idx.max()) + 1)[idx - lo])
+                dst.append(np.repeat(nodes[sel], count))
+        return (np.concatenate(src), np.concatenate(dst)) if src else (np.zeros(0, np.int64),) * 2
+
+    def features(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Features and global in-degrees of ``nodes``."""
+        x = np.zeros((len(nodes), self.m["num_features"]), np.float32)
+        deg = np.zeros(len(nodes), np.int64)
+        for sel, f, pos in self._by_chunk(nodes):
+            lo, hi = int(pos.min()), int(pos.max()) + 1
+            x[sel] = self._read(f["nodes/x"], lo, hi)[pos - lo]
+            deg[sel] = self._read(f["nodes/in_degree"], lo, hi)[pos - lo]
+        return x, deg

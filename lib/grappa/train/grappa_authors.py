@@ -70,8 +70,11 @@ class GrappaAuthors(GrappaMethod):
         return self.opts.repartition_every > 0
 
     @property
-    def reads_halo(self) -> bool:
-        return True
+    def halo_hops(self) -> int:
+        return 1
+
+    halo_budget_bytes = np.inf  # the authors' code reads every in-edge of its chunks
+    per_rank_batch = True  # and takes the largest rank's step count
 
     def chunk_sets_of(self, super_epoch: int) -> list[list[int]]:
         return base_variable_sets(self.comm.size, super_epoch)

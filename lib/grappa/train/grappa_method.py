@@ -41,12 +41,24 @@ class GrappaOptions:
     # node: measured best in every case (docs/BENCHMARKS.md)
     weighting: str = field(default="node", metadata={"help": "gradient aggregation weights", "choices": WEIGHTINGS})
     shrinkage_lambda: float = field(default=0.5, metadata={"help": "shrinkage weighting: pull toward equal, in [0, 1]"})
-    halo_hops: int = field(default=0, metadata={"help": "1: also read 1-hop halo features from the shards at "
-                                                        "repartition (file I/O)", "choices": [0, 1]})
+    # -1 = --layers: every training node's output exact (docs/BENCHMARKS.md, issue 13 item 2)
+    halo_hops: int = field(default=-1, metadata={"help": "read the training nodes' h-hop halo from the shards at "
+                                                         "repartition (file I/O, no network); -1: --layers (exact), "
+                                                         "0: isolated chunk sets"})
+    # off: --batch-size is the global batch, so the ranks take centralized's step count (BENCHMARKS.md)
+    per_rank_batch: bool = field(default=False, metadata={
+        "help": "--batch-size seeds per rank per step; default: per step across all ranks, each rank taking "
+                "its share, so an epoch has the steps of a one-process run"})
+    halo_budget_mb: float = field(default=512.0, metadata={"help": "per rank: a halo hop that would hold more is "
+                                                                   "not read (large graphs fall back to isolation)"})
 
     def __post_init__(self):
         if self.repartition_every < 0:
             raise InputError("--repartition-every", f"must be >= 0, got {self.repartition_every}")
+        if self.halo_hops < -1:
+            raise InputError("--halo-hops", f"must be >= -1, got {self.halo_hops}")
+        if self.halo_budget_mb < 0:
+            raise InputError("--halo-budget-mb", f"must be >= 0, got {self.halo_budget_mb}")
         if not 0.0 <= self.shrinkage_lambda <= 1.0:
             raise InputError("--shrinkage-lambda", f"must be in [0, 1], got {self.shrinkage_lambda}")
 
@@ -59,7 +71,14 @@ class GrappaMethod(Method):
         repartition_every (int): epochs per super-epoch; 0 = never (default 50).
         weighting (str): ``uniform`` | ``coverage`` | ``shrinkage`` | ``node`` (default ``node``).
         shrinkage_lambda (float): for ``shrinkage`` (default 0.5).
-        halo_hops (int): 1 reads 1-hop halo features from the shards (default 0).
+        halo_hops (int): h >= 1 reads the training nodes' h-hop halo from the
+            shards: in-edges up to hop h - 1, features up to hop h; -1 = the
+            model's layers, which makes every training node's output exact;
+            0 = isolated chunk sets (default -1).
+        per_rank_batch (bool): ``--batch-size`` per rank; otherwise it is the
+            global batch, split over the ranks by their training nodes (default False).
+        halo_budget_mb (float): per rank, the most the halo may hold; a hop
+            past it is not read (default 512).
     """
 
     name, label, Options = "grappa", "grappa", GrappaOptions
@@ -75,6 +94,8 @@ class GrappaMethod(Method):
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.super_epoch = None
         self.switch_times: list[float] = []
+        self.halo_hops_read: list[float] = []  # per load: the mean over ranks of the hops within the budget
+        self.shard_bytes_read = 0.0  # mean over ranks, all loads
 
     # ------------------------------------------------------------ super-epochs
     @property
@@ -93,8 +114,16 @@ class GrappaMethod(Method):
         return chunk_sets(self.opts.schedule, self.k, self.comm.size, super_epoch, self.cfg.seed)
 
     @property
-    def reads_halo(self) -> bool:
-        return self.opts.halo_hops > 0
+    def halo_hops(self) -> int:
+        return self.cfg.layers if self.opts.halo_hops < 0 else self.opts.halo_hops
+
+    @property
+    def per_rank_batch(self) -> bool:
+        return self.opts.per_rank_batch
+
+    @property
+    def halo_budget_bytes(self) -> float:
+        return self.opts.halo_budget_mb * 2**20
 
     def seed_nodes(self, lg) -> np.ndarray:
         return np.flatnonzero(lg.split == SPLIT_TRAIN)
@@ -113,23 +142,25 @@ class GrappaMethod(Method):
         t0 = time.perf_counter()
         self.comm.barrier()
         self.sets = self.chunk_sets_of(s)
-        self.local = lg = load_chunk_set(self.dir, self.sets[self.comm.rank], halo=self.reads_halo)
+        self.local = lg = load_chunk_set(self.dir, self.sets[self.comm.rank], self.halo_hops, self.halo_budget_bytes)
         self.train_nodes, self.coverage = self.seed_nodes(lg), self.coverage_of(lg)
         self.comm.fault_point("repartition")
         cov = self.coverage[self.train_nodes]
         # Scalars, once per super-epoch: mean coverage over ranks (shrinkage) and steps per epoch.
-        stats = torch.tensor([cov.mean() if len(cov) else 0.0, float(len(cov) > 0)], dtype=torch.float64)
+        stats = torch.tensor([cov.mean() if len(cov) else 0.0, float(len(cov) > 0), lg.halo_hops, lg.bytes_read,
+                              len(cov)], dtype=torch.float64)
         tot = self.comm.allreduce(stats, category="control")
         self.mean_c = float(tot[0] / max(float(tot[1]), 1.0))
+        self.halo_hops_read.append(float(tot[2]) / self.comm.size)
+        self.shard_bytes_read += float(tot[3]) / self.comm.size
+        self.steps, self.rank_batch = self.steps_and_batch(int(tot[4]))
         bs = self.cfg.batch_size
-        self.steps = 1 if not bs else int(self.comm.allreduce_object_max(-(-len(self.train_nodes) // bs)))
-        self.steps = max(self.steps, 1)
         self.sampler = NeighborSampler(lg.csr, self.cfg.fanouts[: self.cfg.layers], 0) if bs else None
         self.graph = None
-        if not bs and self.reads_halo and isinstance(self.model, LayerwiseGNN):
-            # Owned nodes have all their in-edges: normalise with the true (global) degrees.
+        if not bs and lg.halo_hops and isinstance(self.model, LayerwiseGNN):
+            # The first num_complete nodes have all their in-edges: normalise with the true (global) degrees.
             self.graph = self.model.graph_global(lg.edge_index, len(lg.global_id),
-                                                 torch.from_numpy(lg.global_in_degree), lg.num_owned)
+                                                 torch.from_numpy(lg.global_in_degree), lg.num_complete)
         elif not bs:
             self.graph = graph_args(self.model, lg.edge_index, len(lg.global_id))
         self.evaluator = None  # rebuilt lazily: ownership changed
@@ -137,6 +168,16 @@ class GrappaMethod(Method):
         self.switch_times.append(time.perf_counter() - t0)
 
     # ------------------------------------------------------------ steps
+    def steps_and_batch(self, total_seeds: int) -> tuple[int, int]:
+        """Steps per epoch (equal on every rank) and this rank's seeds per step."""
+        bs, mine = self.cfg.batch_size, len(self.train_nodes)
+        if not bs:
+            return 1, mine
+        if self.per_rank_batch:
+            return max(int(self.comm.allreduce_object_max(-(-mine // bs))), 1), bs
+        steps = max(-(-total_seeds // bs), 1)  # a one-process run's steps; each rank its share of every batch
+        return steps, max(-(-mine // steps), 1)
+
     def _batch_weight(self, seeds: np.ndarray) -> float:
         if len(seeds) == 0:
             return 0.0
@@ -178,7 +219,7 @@ class GrappaMethod(Method):
         return loss.item(), self._batch_weight(seeds)
 
     def batch(self, order: np.ndarray, step: int) -> np.ndarray:
-        return batch_seeds(order, self.cfg.batch_size, step)  # ranks with fewer seeds wrap around
+        return batch_seeds(order, self.rank_batch, step)  # ranks with fewer seeds wrap around
 
     def _combine(self, w: float) -> bool:
         """One allreduce of [w * grad, w, stop]; sets G = sum w_p grad_p / sum w_p."""
@@ -235,7 +276,8 @@ class GrappaMethod(Method):
     def result_extra(self) -> dict:
         o = self.opts
         return dict(weighting=o.weighting, schedule=o.schedule, repartition_every=o.repartition_every,
-                    switch_time_s_total=sum(self.switch_times))
+                    switch_time_s_total=sum(self.switch_times), halo_hops=self.halo_hops,
+                    halo_hops_read=self.halo_hops_read, shard_bytes_read_per_rank=self.shard_bytes_read)
 
 
 class GrappaUW(GrappaMethod):
