@@ -91,7 +91,7 @@ def uninterrupted(data, out):
 
     r = run_mpi(4, "-m", "grappa.train", "--method", "grappa", "--data", data, "--out", out, "--model", "gcn",
                 "--epochs", REQUEUE_EPOCHS, "--hidden", 16, "--repartition-every", 5, "--schedule", "sweep",
-                "--weighting", "node", "--halo-hops", 0, "--batch-size", 0, "--backend", "horovod",
+                "--weighting", "node", "--halo-hops", -1, "--batch-size", 0, "--backend", "horovod",
                 "--no-progress", "--dropout", 0)
     assert r.returncode == 0, r.stderr
     return out
