@@ -121,6 +121,26 @@ def test_halo_budget_drops_the_hops_that_do_not_fit(cora_k8):
     assert 0 < isolated.bytes_read < one.bytes_read < full.bytes_read
 
 
+def test_isolated_set_streamed_from_the_shards_equals_the_held_one(cora_k8):
+    held = load_chunk_set(cora_k8, [0, 3])
+    streamed = load_chunk_set(cora_k8, [0, 3], hold_in_edges=False)
+    assert streamed.full_src_global is None and held.full_src_global is not None
+    assert (streamed.global_id == held.global_id).all() and torch_equal(streamed.x, held.x)
+    assert torch_equal(streamed.y, held.y) and (streamed.split == held.split).all()
+    assert (streamed.csr.indptr == held.csr.indptr).all() and (streamed.csr.indices == held.csr.indices).all()
+    assert streamed.csr.indices.dtype == np.int32 and np.allclose(streamed.coverage, held.coverage)
+    assert streamed.bytes_read == held.bytes_read  # the same datasets, read once each
+    # a halo that fits the budget is still read (and its in-edges held); one that does not falls back
+    fits = load_chunk_set(cora_k8, [0, 3], halo_hops=2, hold_in_edges=False)
+    assert fits.halo_hops == 2 and fits.full_src_global is not None
+    over = load_chunk_set(cora_k8, [0, 3], halo_hops=2, halo_budget_bytes=0, hold_in_edges=False)
+    assert over.halo_hops == 0 and over.full_src_global is None and len(over.global_id) == held.num_owned
+
+
+def torch_equal(a, b) -> bool:
+    return a.dtype == b.dtype and bool((a == b).all())
+
+
 EVAL_CASES = [("gcn", 2), ("sage", 3), ("gat", 2), ("gin", 2)]
 
 
@@ -154,20 +174,21 @@ def test_evaluator_can_free_the_in_edges_once_its_blocks_are_built(eval_checks):
     assert max(row["max_abs_err"] for row in rows) == 0.0
 
 
-@pytest.mark.parametrize("by_dst", [True, False])
-def test_block_matrix_holds_one_block_of_sources(by_dst):
-    import torch
-    from grappa.train.distributed_eval import _block_matrix
+def test_block_patterns_hold_each_range_of_sources_from_a_stream_of_chunks():
+    from grappa.train.distributed_eval import _block_patterns
 
     rng = np.random.default_rng(0)
-    src, dst = rng.integers(0, 50, 400).astype(np.int32), rng.integers(0, 20, 400)
-    if by_dst:
-        order = np.argsort(dst, kind="stable")
-        src, dst = src[order], dst[order]
-    w = rng.random(400).astype(np.float32)
-    m = _block_matrix(src, dst, w, 10, 35, 20, by_dst)
-    dense = np.zeros((20, 25), np.float32)
-    keep = (src >= 10) & (src < 35)
-    np.add.at(dense, (dst[keep], src[keep] - 10), w[keep])
-    assert m.shape == (20, 25) and m.col_indices().dtype == torch.int32
-    assert np.allclose(m.to_dense().numpy(), dense, atol=1e-6)
+    src, dst = rng.integers(0, 50, 400).astype(np.int32), np.sort(rng.integers(0, 20, 400))
+    ranges = [(0, 10), (35, 50), (10, 35), (35, 35)]  # ring order, not sorted; one empty (a padding block)
+    chunks = [(src[lo:lo + 64], dst[lo:lo + 64]) for lo in range(0, 400, 64)]  # in destination order
+    patterns = _block_patterns(iter(chunks), ranges, 20)
+    for (lo, hi), (crow, col) in zip(ranges, patterns):
+        assert crow.dtype == col.dtype == np.int32 and len(crow) == 21
+        got = np.zeros((20, max(hi - lo, 1)))
+        np.add.at(got, (np.repeat(np.arange(20), np.diff(crow)), col), 1)
+        want = np.zeros_like(got)
+        keep = (src >= lo) & (src < hi)
+        np.add.at(want, (dst[keep], src[keep] - lo), 1)
+        assert (got == want).all() and crow[-1] == keep.sum()
+        for v in range(20):  # each row's sources keep the stream's order
+            assert (col[crow[v]:crow[v + 1]] == src[keep][dst[keep] == v] - lo).all()

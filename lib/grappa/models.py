@@ -161,9 +161,11 @@ class LayerwiseGNN(nn.Module):
     # block at a time (``streams``), projecting before or after the sum, whichever is narrower.
     streams = False
 
-    def stream_weights(self, src: np.ndarray, dst: np.ndarray, num_targets: int, in_degree: torch.Tensor):
-        """(w, loop): each in-edge's float32 weight in the aggregation into the
-        first ``num_targets`` nodes, and each target's self-loop weight (None: no loop)."""
+    def stream_scales(self, in_degree: torch.Tensor, in_count: np.ndarray, num_targets: int):
+        """(src, dst, loop): in-edge (u, v) into one of the first ``num_targets``
+        nodes weighs src[u] * dst[v] (float32 arrays; None: 1), and target v's
+        self-loop weighs loop[v] (None: no loop). ``in_degree`` is every row's
+        global in-degree, ``in_count`` the in-edges each target has here."""
         raise NotImplementedError
 
     def source_weight(self, i: int) -> torch.Tensor | None:
@@ -242,9 +244,9 @@ class GCN(SparseAdjacencyMixin, LayerwiseGNN):
 
     streams = True
 
-    def stream_weights(self, src, dst, num_targets, in_degree):
+    def stream_scales(self, in_degree, in_count, num_targets):
         inv_sqrt = 1.0 / np.sqrt(in_degree.numpy().astype(np.float32) + 1.0)  # the self-loop counts once
-        return inv_sqrt[src] * inv_sqrt[dst], inv_sqrt[:num_targets] ** 2
+        return inv_sqrt, inv_sqrt[:num_targets], inv_sqrt[:num_targets] ** 2
 
     def source_weight(self, i):
         return self.convs[i].lin.weight  # GCNConv's lin has no bias
@@ -261,9 +263,8 @@ class SAGE(SparseAdjacencyMixin, LayerwiseGNN):
         dims = [in_dim] + [hidden] * (num_layers - 1) + [out_dim]
         super().__init__([SAGEConv(dims[i], dims[i + 1]) for i in range(num_layers)], dropout)
 
-    def stream_weights(self, src, dst, num_targets, in_degree):
-        count = np.maximum(np.bincount(dst, minlength=num_targets), 1).astype(np.float32)
-        return (1.0 / count)[dst], None  # the mean over the edges present
+    def stream_scales(self, in_degree, in_count, num_targets):
+        return None, 1.0 / np.maximum(in_count, 1).astype(np.float32), None  # the mean over the edges present
 
     def source_weight(self, i):
         return self.convs[i].lin_l.weight  # its bias is added once per node, in combine (also with no neighbour)

@@ -14,7 +14,7 @@ import torch
 from grappa.comm import make_comm
 from grappa.models import build_model
 from grappa.partition.schedule import chunk_sets, owner_of_chunks
-from grappa.shards.assemble import load_chunk_set
+from grappa.shards.assemble import ShardRows, load_chunk_set
 from grappa.shards.format import load_manifest
 from grappa.train.data import load_graph
 from grappa.train.distributed_eval import DistributedEvaluator
@@ -26,6 +26,10 @@ m = load_manifest(dataset)
 sets = chunk_sets("shuffle", m["num_chunks"], comm.size, 3, seed=7)
 local = load_chunk_set(dataset, sets[comm.rank])
 plan = HaloPlan(comm, local, owner_of_chunks(sets, m["num_chunks"]), "setup")
+# The same plan for a set that does not hold its in-edges: they are streamed from the shards.
+lean = load_chunk_set(dataset, sets[comm.rank], hold_in_edges=False)
+shard_plan = HaloPlan.from_shards(comm, lean, owner_of_chunks(sets, m["num_chunks"]), "setup",
+                                  ShardRows(dataset, m, edge_block=100))
 g = load_graph(raw)
 for case in sys.argv[4:]:
     model_name, layers = case.split(":")
@@ -37,6 +41,9 @@ for case in sys.argv[4:]:
         ref = model(g.x, g.edge_index)[torch.from_numpy(local.global_id[: local.num_owned])]
     small = DistributedEvaluator(plan, local.x[: local.num_owned], block_rows=37).logits(model)
     err = max(float((dist_logits - ref).abs().max()), float((small - ref).abs().max()))
+    if model.streams:  # from the shards (streamed 100 in-edges at a time), in blocks of 37 rows
+        streamed = DistributedEvaluator(shard_plan, lean.x[: lean.num_owned], block_rows=37).logits(model)
+        err = max(err, float((streamed - ref).abs().max()))
     os.makedirs(f"{out}/{model_name}-{layers}", exist_ok=True)
     with open(f"{out}/{model_name}-{layers}/rank{comm.rank}.json", "w") as f:
         json.dump({"max_abs_err": err, "nodes": int(local.num_owned), "streams": model.streams,

@@ -21,6 +21,7 @@ counts both), then the feature-only halo.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -29,9 +30,10 @@ import h5py
 import numpy as np
 import torch
 
+from grappa.errors import InputError
 from grappa.graph.csr import CSR, index_dtype
 from grappa.graph.raw import SPLIT_TRAIN
-from grappa.shards.format import load_manifest, read_shard
+from grappa.shards.format import load_manifest
 
 
 @dataclass
@@ -80,29 +82,26 @@ def halo_node_bytes(num_features: int) -> int:
     return 4 * num_features + 24
 
 
-def load_chunk_set(dataset, chunks: list[int], halo_hops: int = 0, halo_budget_bytes: float = np.inf) -> LocalGraph:
+def load_chunk_set(dataset, chunks: list[int], halo_hops: int = 0, halo_budget_bytes: float = np.inf,
+                   hold_in_edges: bool = True) -> LocalGraph:
     """The local graph of ``chunks``; ``halo_hops`` as in the module docstring,
     each hop added only while the halo stays within ``halo_budget_bytes``
-    (``LocalGraph.halo_hops`` says how many were)."""
+    (``LocalGraph.halo_hops`` says how many were). ``hold_in_edges=False``:
+    when no halo hop is read, the set's in-edges are streamed from the shards
+    and only the isolated CSR is kept (``full_*`` are None; an evaluator
+    streams them again: ``HaloPlan.from_shards``)."""
     d = Path(dataset)
     m = load_manifest(d)
     if not chunks:
         return empty_local_graph(m)
-    parts = [read_shard(d / m["chunks"][c]["file"]) for c in chunks]
     reader = ShardRows(d, m)
-    reader.bytes_read = sum(a.nbytes for p in parts for k, a in p.items() if k != "attrs")
-    gid = np.concatenate([p["nodes/global_id"] for p in parts])
-    offsets = np.cumsum([0] + [len(p["nodes/global_id"]) for p in parts])
+    if not hold_in_edges and not _first_hop_fits(reader, chunks, halo_hops, halo_budget_bytes):
+        return _load_isolated(reader, chunks)
+    gid, x, y, split, gdeg, src_g, src_c, dst = _read_set(reader, chunks)
     n = len(gid)
-    # pop: each shard's array is freed once concatenated (peak ~1x the edges, not 2x)
-    x, y, split, gdeg, src_g = (np.concatenate([p.pop(k) for p in parts]) for k in (
-        "nodes/x", "nodes/y", "nodes/split", "nodes/in_degree", "edges/src_global"))
-    # Held per in-edge for the whole ownership: the narrowest types that fit (14 B per edge, not 20).
-    chunk_t = index_dtype(len(m["chunks"]), np.int16)
-    src_c = np.concatenate([p.pop("edges/src_chunk").astype(chunk_t, copy=False) for p in parts])
-    dst = np.concatenate([(p.pop("edges/dst_local") + off).astype(index_dtype(n, np.int16), copy=False)
-                          for p, off in zip(parts, offsets)])
-    inside = np.isin(src_c, np.asarray(chunks))
+    member = np.zeros(len(m["chunks"]), bool)
+    member[chunks] = True
+    inside = member[src_c]
     order = np.argsort(gid, kind="stable")
     src_local, dst_in = _global_to_local(gid[order], order, src_g[inside]), dst[inside]
     all_gid, all_x, all_deg, complete, hops = gid, x, gdeg, n, 0
@@ -127,6 +126,113 @@ def load_chunk_set(dataset, chunks: list[int], halo_hops: int = 0, halo_budget_b
                       global_in_degree=all_deg, csr=csr, coverage=coverage,
                       full_src_global=src_g, full_dst_local=dst, full_src_chunk=src_c, num_complete=complete,
                       halo_hops=hops, bytes_read=reader.bytes_read)
+
+
+def _read_nodes(reader: ShardRows, chunks: list[int]) -> tuple[dict, np.ndarray, np.ndarray]:
+    """The set's node arrays, concatenated in chunk order and read straight
+    into place (no whole-shard copy); and the node and edge offsets of each chunk."""
+    m, sizes = reader.m, []
+    for c in chunks:
+        with _open_shard(reader.path(c)) as f:
+            y = f["nodes/y"]
+            sizes.append((len(f["nodes/global_id"]), len(f["edges/src_global"]), y.dtype, y.shape[1:]))
+    n_at, e_at = (np.cumsum([0] + [s[i] for s in sizes]) for i in (0, 1))
+    n = int(n_at[-1])
+    node = {"global_id": np.empty(n, np.int64), "x": np.empty((n, m["num_features"]), np.float32),
+            "y": np.empty((n, *sizes[0][3]), sizes[0][2]), "split": np.empty(n, np.uint8),
+            "in_degree": np.empty(n, np.int64)}
+    for i, c in enumerate(chunks):
+        with _open_shard(reader.path(c)) as f:
+            for k, a in node.items():
+                reader.read_into(f[f"nodes/{k}"], a[n_at[i]:n_at[i + 1]])
+    return node, n_at, e_at
+
+
+def _read_set(reader: ShardRows, chunks: list[int]):
+    """The set's node arrays and in-edges, each shard's datasets read
+    straight into the held arrays (HDF5 converts the types). Per in-edge the
+    narrowest types that fit, held for the whole ownership: 14 B, not the 20 B stored."""
+    node, n_at, e_at = _read_nodes(reader, chunks)
+    e, n = int(e_at[-1]), int(n_at[-1])
+    chunk_t = index_dtype(len(reader.m["chunks"]), np.int16)
+    edge = {"src_global": np.empty(e, np.int64), "src_chunk": np.empty(e, chunk_t),
+            "dst_local": np.empty(e, index_dtype(n, np.int16))}
+    for i, c in enumerate(chunks):
+        with _open_shard(reader.path(c)) as f:
+            for k, a in edge.items():
+                reader.read_into(f[f"edges/{k}"], a[e_at[i]:e_at[i + 1]])
+        edge["dst_local"][e_at[i]:e_at[i + 1]] += int(n_at[i])
+    return (*(node[k] for k in ("global_id", "x", "y", "split", "in_degree")),
+            *(edge[k] for k in ("src_global", "src_chunk", "dst_local")))
+
+
+EDGE_BLOCK = 1 << 22  # in-edges read at once when they are streamed (80 MB of stored columns)
+
+
+def in_edge_blocks(reader: ShardRows, chunks: list[int]):
+    """The set's in-edges in order, ``reader.edge_block`` at a time:
+    (destination in the set's local ids, source global id, source chunk).
+    Bounded memory: never more than a block of a shard."""
+    offset, block = 0, reader.edge_block
+    for c in chunks:
+        with _open_shard(reader.path(c)) as f:
+            e = f["edges/src_global"].shape[0]
+            for lo in range(0, e, block):
+                hi = min(e, lo + block)
+                yield (reader._read(f["edges/dst_local"], lo, hi) + offset, reader._read(f["edges/src_global"], lo, hi),
+                       reader._read(f["edges/src_chunk"], lo, hi))
+            offset += f["nodes/global_id"].shape[0]
+
+
+def _first_hop_fits(reader: ShardRows, chunks: list[int], hops: int, budget: float) -> bool:
+    """Whether the halo's first hop fits ``budget`` (as ``_upstream_halo``
+    counts it), from one streamed pass over the set's in-edges."""
+    if not hops:
+        return False
+    member = np.zeros(len(reader.m["chunks"]), bool)
+    member[chunks] = True
+    missing, cut = np.zeros(reader.m["num_nodes"], bool), 0
+    for _, src_g, src_c in in_edge_blocks(reader, chunks):
+        outside = ~member[src_c]
+        missing[src_g[outside]] = True
+        cut += int(outside.sum())
+    return cut == 0 or int(missing.sum()) * halo_node_bytes(reader.m["num_features"]) + cut * HALO_EDGE_BYTES <= budget
+
+
+def _load_isolated(reader: ShardRows, chunks: list[int]) -> LocalGraph:
+    """The isolated local graph (no halo) without holding the set's in-edges:
+    they are streamed, and only those whose source is in the set are kept,
+    already in CSR order (the shards store them by destination)."""
+    node, _, _ = _read_nodes(reader, chunks)
+    gid, n = node["global_id"], len(node["global_id"])
+    order = np.argsort(gid, kind="stable").astype(index_dtype(n))  # int32 sources: 4 B per kept edge
+    gid_sorted = gid[order]
+    member = np.zeros(len(reader.m["chunks"]), bool)
+    member[chunks] = True
+    counts, sources = np.zeros(n, np.int64), []
+    for dst, src_g, src_c in in_edge_blocks(reader, chunks):
+        inside = member[src_c]
+        sources.append(_global_to_local(gid_sorted, order, src_g[inside]))
+        counts += np.bincount(dst[inside], minlength=n)
+    indptr = np.zeros(n + 1, np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    csr = CSR(indptr, np.concatenate(sources) if sources else np.zeros(0, order.dtype))
+    del sources
+    y = node["y"]
+    return LocalGraph(chunks=list(chunks), global_id=gid, num_owned=n, x=torch.from_numpy(node["x"]),
+                      y=torch.from_numpy(y.astype(np.float32 if y.dtype == np.float32 else np.int64, copy=False)),
+                      split=node["split"], global_in_degree=node["in_degree"], csr=csr,
+                      coverage=(counts + 1) / (node["in_degree"] + 1), full_src_global=None, full_dst_local=None,
+                      full_src_chunk=None, bytes_read=reader.bytes_read)
+
+
+@contextmanager
+def _open_shard(path: Path):
+    try:
+        with h5py.File(path, "r") as f:
+            yield f
+    except (OSError, KeyError) as e:
+        raise InputError(path, f"cannot read shard ({e})", "re-run the partitioner") from e
 
 
 def _upstream_halo(reader: ShardRows, gid, src_g, dst, split, inside, hops: int, budget: float):
@@ -181,9 +287,12 @@ class ShardRows:
     of each dataset only the range between the first and last row wanted;
     ``bytes_read`` counts what was read."""
 
-    def __init__(self, directory: Path, manifest: dict):
-        self.dir, self.m = Path(directory), manifest
+    def __init__(self, directory: Path, manifest: dict, edge_block: int = EDGE_BLOCK):
+        self.dir, self.m, self.edge_block = Path(directory), manifest, edge_block
         self.bytes_read = 0
+
+    def path(self, chunk: int) -> Path:
+        return self.dir / self.m["chunks"][int(chunk)]["file"]
 
     @cached_property
     def node_chunk(self) -> np.ndarray:
@@ -194,7 +303,7 @@ class ShardRows:
         chunk = np.asarray(self.node_chunk[nodes])
         for c in np.unique(chunk):
             sel = np.flatnonzero(chunk == c)
-            with h5py.File(self.dir / self.m["chunks"][int(c)]["file"], "r") as f:
+            with h5py.File(self.path(c), "r") as f:
                 ids = self._read(f["nodes/global_id"], 0, None)
                 yield sel, f, np.searchsorted(ids, nodes[sel])
 
@@ -202,6 +311,12 @@ class ShardRows:
         a = dataset[lo:hi]
         self.bytes_read += a.nbytes
         return a
+
+    def read_into(self, dataset, out: np.ndarray) -> None:
+        """All of ``dataset`` into ``out`` (converted to its dtype), counting the stored bytes."""
+        if len(out):
+            dataset.read_direct(out)
+        self.bytes_read += dataset.size * dataset.dtype.itemsize
 
     def degrees(self, nodes: np.ndarray) -> np.ndarray:
         deg = np.zeros(len(nodes), np.int64)

@@ -14,9 +14,12 @@ per layer the rows arrive from one peer at a time, in blocks of at most
 nodes' sums as it arrives (``BlockAggregation``). The layer's source
 projection is applied before the sum (by the sender) when it narrows the
 rows, after it otherwise, so a layer's rows travel and are summed at
-min(input, output) width. What a rank holds: its in-edges once, as int32
-block matrices (8 B per edge), the owned nodes' sums and a layer's input
-and output; never every halo row.
+min(input, output) width. What a rank holds: its in-edges once, as the
+int32 columns of block patterns (4 B per edge; the weights are made per
+block as it is used), the owned nodes' sums and a layer's input and
+output; never every halo row. The plan's edges may come from its arrays or
+be streamed from the shards (``HaloPlan.from_shards``): then the in-edges
+are never held whole at all.
 """
 from __future__ import annotations
 
@@ -55,7 +58,7 @@ class DistributedEvaluator:
         self.release, self.released = release, False
         self._x_full = None
         self._graph = None  # the model's prepared structure over the plan's edges
-        self._blocks = None  # (model class, BlockAggregation) for streaming models
+        self._blocks = None  # BlockAggregation, for streaming models
 
     def input_rows(self) -> torch.Tensor:
         """Layer-0 input: the features never change while ownership holds, so
@@ -70,17 +73,17 @@ class DistributedEvaluator:
         model.eval()
         if not isinstance(model, LayerwiseGNN):
             raise TypeError("distributed evaluation needs a LayerwiseGNN (layer(i, x, edge_index, w))")
-        if self.released and not (model.streams and self._blocks[0] is type(model)):
-            raise RuntimeError("this evaluator released its in-edges after building a streaming model's blocks: "
-                               "build a new DistributedEvaluator for another model class")
+        if self.released and not model.streams:
+            raise RuntimeError("this evaluator released its in-edges after building its blocks: a model that "
+                               "does not stream needs a new DistributedEvaluator")
         if model.streams:
-            if self._blocks is None or self._blocks[0] is not type(model):
-                self._blocks = (type(model), BlockAggregation(self.plan, model, self.block_rows, self.category))
+            if self._blocks is None:  # the blocks hold the edges' pattern: any streaming model reuses them
+                self._blocks = BlockAggregation(self.plan, self.block_rows, self.category)
                 if self.release is not None:
                     self.release()
                     self.released = True
                 trim_heap()  # the plan's and the blocks' set-up temporaries: not kept through the forward
-            return self._blocks[1].forward(model, self.x)
+            return self._blocks.forward(model, self.x)
         p = self.plan
         if self._graph is None or self._graph[0] is not model:
             self._graph = (model, model.graph_owned(p.edge_index, p.num_nodes, p.in_degree, p.num_owned))
@@ -118,10 +121,13 @@ class BlockAggregation:
     Block 0 is the rank's own rows; then, in ring round k = 1 .. P-1, the rows
     that rank r - k owns arrive in blocks of at most ``block_rows`` (every
     rank runs the same number of blocks per round: alltoallv is collective)
-    while this rank sends its rows to rank r + k. Each block has its sparse
-    (owned x block rows) slice of the weighted in-edges, built once."""
+    while this rank sends its rows to rank r + k. Each block holds the
+    pattern of its in-edges (an owned x block-rows CSR with int32 indices:
+    4 B per edge in all), built once from ``plan.edge_chunks()`` (the plan's
+    arrays, or the shards streamed); the weights are the model's
+    ``stream_scales``, applied per block as it is used."""
 
-    def __init__(self, plan: HaloPlan, model: LayerwiseGNN, block_rows: int, category: str):
+    def __init__(self, plan: HaloPlan, block_rows: int, category: str):
         self.plan, self.category, self.block_rows = plan, category, block_rows
         comm, n, r, p = plan.comm, plan.num_owned, plan.comm.rank, plan.comm.size
         recv_at = n + np.concatenate([[0], np.cumsum(plan.recv_splits)])  # halo rows by owner, in [own; halo]
@@ -135,29 +141,42 @@ class BlockAggregation:
             frm, to = (r - k) % p, (r + k) % p
             for b in range(rounds[k]):
                 self.steps.append((_block(recv_at, frm, b, block_rows), _block(send_at, to, b, block_rows), to, frm))
-        # Each block's slice of the weighted in-edges as an owned x block-rows CSR matrix with int32
-        # indices (8 B per edge in all), cut by a mask per block: no sorted copy of every edge.
-        src, dst = plan.src_pos, plan.dst
-        w, loop = model.stream_weights(src, dst, n, plan.in_degree)
-        by_dst = bool(np.all(dst[1:] >= dst[:-1]))  # the shards store in-edges by destination
-        self.adj = [_block_matrix(src, dst, w, lo, hi, n, by_dst) for (lo, hi), *_ in self.steps]
-        self.loop = None if loop is None else torch.from_numpy(loop)[:, None]
+        self.patterns = _block_patterns(plan.edge_chunks(), [rows for rows, *_ in self.steps], n)
+        self.in_count = sum(np.diff(crow) for crow, _ in self.patterns)  # in-edges per owned node
 
     @torch.no_grad()
     def forward(self, model: LayerwiseGNN, x_own: torch.Tensor) -> torch.Tensor:
+        n = len(x_own)
+        src_scale, dst_scale, loop = model.stream_scales(self.plan.in_degree, self.in_count, n)
         h = x_own
         for i in range(model.num_layers):
             w = model.source_weight(i)
             first = w is not None and w.shape[0] < w.shape[1]  # project, then send and sum narrower rows
-            agg = None
-            for adj, rows in zip(self.adj, self._rows(h, w if first else None)):
-                if agg is None:  # the own rows come first: their self-loops too
-                    agg = adj @ rows if self.loop is None else torch.addcmul(adj @ rows, self.loop, rows)
+            agg = own = None
+            for b, rows in enumerate(self._rows(h, w if first else None)):
+                adj = self._matrix(b, src_scale, n)
+                if agg is None:  # the own rows come first
+                    agg, own = adj @ rows, rows
                 else:
                     torch.addmm(agg, adj, rows, out=agg)  # accumulate in place: no block-sized temporary
+                del adj
+            if dst_scale is not None:
+                agg.mul_(torch.from_numpy(dst_scale)[:, None])
+            if loop is not None:
+                agg.addcmul_(torch.from_numpy(loop)[:, None], own)
+            del own
             h = self._combine(model, i, agg, h, None if first else w)
             del agg
         return h
+
+    def _matrix(self, b: int, src_scale, n: int) -> torch.Tensor:
+        """Step b's (owned x block rows) weighted adjacency, built for one use."""
+        (lo, hi), (crow, col) = self.steps[b][0], self.patterns[b]
+        w = np.ones(len(col), np.float32) if src_scale is None else src_scale[lo:hi][col]
+        with warnings.catch_warnings():  # "sparse CSR support is in beta"
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(torch.from_numpy(crow), torch.from_numpy(col), torch.from_numpy(w),
+                                           (n, hi - lo))
 
     def _combine(self, model, i: int, agg: torch.Tensor, h: torch.Tensor, w) -> torch.Tensor:
         """The layer's per-node update (and the projection still owed, ``w``),
@@ -186,19 +205,35 @@ def _project(rows: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
     return rows if w is None else rows @ w.T
 
 
-def _block_matrix(src, dst, w, lo: int, hi: int, rows: int, by_dst: bool) -> torch.Tensor:
-    """The in-edges whose source row is in [lo, hi) as a (rows x hi - lo) CSR matrix."""
-    sel = np.flatnonzero((src >= lo) & (src < hi))
-    if not by_dst:
-        sel = sel[np.argsort(dst[sel], kind="stable")]
-    idx = index_dtype(len(sel))  # torch wants one dtype for crow and col
-    crow = np.zeros(rows + 1, idx)
-    np.cumsum(np.bincount(dst[sel], minlength=rows), out=crow[1:])
-    col = (src[sel] - lo).astype(idx)
-    with warnings.catch_warnings():  # "sparse CSR support is in beta"
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(torch.from_numpy(crow), torch.from_numpy(col),
-                                       torch.from_numpy(np.ascontiguousarray(w[sel], np.float32)), (rows, hi - lo))
+def _block_patterns(edge_chunks, ranges: list[tuple[int, int]], rows: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """For each source range [lo, hi): (crow, col), the CSR pattern (rows x
+    hi - lo) of the in-edges whose source row is in it. ``edge_chunks`` yields
+    (source row, destination row) arrays in destination order, so each
+    range's edges stay in that order as they are appended: no sort, and only
+    a chunk's temporaries besides the int32 columns."""
+    live = sorted((lo, b) for b, (lo, hi) in enumerate(ranges) if hi > lo)
+    los, ids = np.array([lo for lo, _ in live], np.int64), [b for _, b in live]
+    cols, counts = [[] for _ in ranges], [np.zeros(rows, np.int32) for _ in ranges]
+    for src, dst in edge_chunks:
+        # a range per edge; int16 lets the stable sort be a radix sort (one pass, not n log n)
+        which = (np.searchsorted(los, src, side="right") - 1).astype(index_dtype(len(los), np.int16))
+        order = np.argsort(which, kind="stable")
+        bounds = np.searchsorted(which[order], np.arange(len(los) + 1))
+        for j, b in enumerate(ids):
+            sel = order[bounds[j]:bounds[j + 1]]
+            if len(sel):
+                cols[b].append((src[sel] - ranges[b][0]).astype(np.int32))
+                counts[b] += np.bincount(dst[sel], minlength=rows)
+    out = []
+    for b in range(len(ranges)):
+        nnz = int(counts[b].sum(dtype=np.int64))
+        idx = index_dtype(max(nnz, ranges[b][1] - ranges[b][0], rows))  # torch wants one dtype for crow and col
+        crow = np.zeros(rows + 1, idx)
+        np.cumsum(counts[b], out=crow[1:], dtype=idx)
+        col = np.concatenate(cols[b]).astype(idx, copy=False) if cols[b] else np.zeros(0, idx)
+        cols[b] = counts[b] = None  # freed as we go: one range's columns are copied at a time
+        out.append((crow, col))
+    return out
 
 
 def _block(starts: np.ndarray, peer: int, b: int, block_rows: int) -> tuple[int, int]:

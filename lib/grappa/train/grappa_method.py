@@ -21,7 +21,7 @@ from grappa.graph.raw import SPLIT_TRAIN
 from grappa.models import LayerwiseGNN, graph_args
 from grappa.partition.schedule import SCHEDULES, chunk_sets, owner_of_chunks
 from grappa.sampling import NeighborSampler
-from grappa.shards.assemble import load_chunk_set
+from grappa.shards.assemble import ShardRows, load_chunk_set
 from grappa.train.distributed_eval import DistributedEvaluator
 from grappa.train.evaluate import loss_fn
 from grappa.train.halo_exchange import HaloPlan
@@ -87,7 +87,8 @@ class GrappaMethod(Method):
 
     def __init__(self, cfg, comm, data, model, optimizer, stop_flag=lambda: False):
         super().__init__(cfg, comm, data, model, optimizer, stop_flag)
-        self.dir, manifest = data.directory, data.manifest
+        self.dir, self.manifest = data.directory, data.manifest
+        manifest = self.manifest
         self.k, self.task = manifest["num_chunks"], manifest["task"]
         if self.k < comm.size:
             raise ValueError(f"{self.k} chunks cannot feed {comm.size} ranks: re-partition with K >= P")
@@ -142,7 +143,9 @@ class GrappaMethod(Method):
         t0 = time.perf_counter()
         self.comm.barrier()
         self.sets = self.chunk_sets_of(s)
-        self.local = lg = load_chunk_set(self.dir, self.sets[self.comm.rank], self.halo_hops, self.halo_budget_bytes)
+        # A streaming evaluator re-reads the in-edges from the shards: an isolated set need not hold them.
+        self.local = lg = load_chunk_set(self.dir, self.sets[self.comm.rank], self.halo_hops, self.halo_budget_bytes,
+                                         hold_in_edges=not getattr(self.model, "streams", False))
         self.train_nodes, self.coverage = self.seed_nodes(lg), self.coverage_of(lg)
         self.comm.fault_point("repartition")
         cov = self.coverage[self.train_nodes]
@@ -261,17 +264,22 @@ class GrappaMethod(Method):
     # ------------------------------------------------------------ evaluation
     def evaluate(self) -> tuple[float, float]:
         if self.evaluator is None:
-            owner = owner_of_chunks(self.sets, self.k)
-            plan = HaloPlan(self.comm, self.local, owner, "eval")
-
-            def release():  # training never reads the in-edges again while this ownership holds
-                plan.drop_edges()
-                self.local.drop_in_edges()
-
-            self.evaluator = DistributedEvaluator(plan, self.local.x[: self.local.num_owned], release=release)
+            self.evaluator = self._evaluator()
         lg = self.local
         return self.evaluator.metrics(self.model, lg.y[: lg.num_owned], lg.split, self.cfg.metric)
 
+    def _evaluator(self) -> DistributedEvaluator:
+        owner, lg = owner_of_chunks(self.sets, self.k), self.local
+        if lg.full_src_global is None:  # the in-edges are not held: the plan streams them from the shards
+            plan = HaloPlan.from_shards(self.comm, lg, owner, "eval", ShardRows(self.dir, self.manifest))
+            return DistributedEvaluator(plan, lg.x[: lg.num_owned])
+        plan = HaloPlan(self.comm, lg, owner, "eval")
+
+        def release():  # training never reads the in-edges again while this ownership holds
+            plan.drop_edges()
+            lg.drop_in_edges()
+
+        return DistributedEvaluator(plan, lg.x[: lg.num_owned], release=release)
 
     def result_extra(self) -> dict:
         o = self.opts

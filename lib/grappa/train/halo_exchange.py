@@ -33,7 +33,7 @@ from grappa.comm import Comm
 from grappa.comm.base import Pending
 from grappa.comm.codec import Codec
 from grappa.graph.csr import index_dtype
-from grappa.shards.assemble import LocalGraph
+from grappa.shards.assemble import EDGE_BLOCK, LocalGraph, ShardRows, in_edge_blocks
 
 
 @dataclass
@@ -85,11 +85,9 @@ class HaloPlan:
     def __init__(self, comm: Comm, local: LocalGraph, chunk_owner: np.ndarray, category: str):
         """``chunk_owner[c]`` is the rank that owns chunk c; the setup messages
         (ids wanted, their global in-degrees) are counted as ``category``."""
-        self.comm = comm
         n = local.num_owned
-        own_gid = local.global_id[:n]
-        order = np.argsort(own_gid)
-        own_sorted = own_gid[order]
+        order = np.argsort(local.global_id[:n])
+        own_sorted = local.global_id[:n][order]
         # One source chunk at a time, so the temporaries are a chunk's edges, not all of them.
         src_c, src_g = local.full_src_chunk, local.full_src_global
         present = np.flatnonzero(np.bincount(src_c, minlength=len(chunk_owner)))
@@ -100,16 +98,7 @@ class HaloPlan:
         none = [np.zeros(0, np.int64)]
         groups = [np.sort(np.concatenate([uniq.pop(c) for c in remote if chunk_owner[c] == q] or none))
                   for q in range(comm.size)]
-        self.recv_splits = [len(g) for g in groups]
-        self.halo_gid = np.concatenate(groups)
-        # Tell the owners which of their rows we need (ids as int64).
-        req, self.send_splits = comm.alltoallv(torch.from_numpy(self.halo_gid), self.recv_splits, category)
-        self.send_idx = torch.from_numpy(order[np.searchsorted(own_sorted, req.numpy())])
-        # Their global in-degrees come back once (GCN normalisation needs them).
-        deg_rows, _ = comm.alltoallv(torch.from_numpy(local.global_in_degree[:n][self.send_idx.numpy()]),
-                                     self.send_splits, category)
-        self.num_owned = n
-        self.num_halo = len(self.halo_gid)
+        self._connect(comm, local, groups, category)
         # Each in-edge's source row in [own; halo], int32 where it fits (4 B per edge, not 8).
         self.src_pos = np.empty(len(src_g), index_dtype(self.num_nodes))
         starts = n + np.concatenate([[0], np.cumsum(self.recv_splits)])
@@ -121,8 +110,67 @@ class HaloPlan:
                 q = chunk_owner[c]
                 self.src_pos[sel] = starts[q] + np.searchsorted(groups[q], src_g[sel])
         self.dst = local.full_dst_local  # destinations (owned rows), shared with the local graph
+        self._streamed = None
+
+    def _connect(self, comm: Comm, local: LocalGraph, groups: list[np.ndarray], category: str) -> None:
+        """Given the halo ``groups`` (global ids by owner rank, sorted within):
+        tell the owners which of their rows we need and get the rows' global
+        in-degrees back (GCN normalisation needs them)."""
+        n = local.num_owned
+        own_gid = local.global_id[:n]
+        order = np.argsort(own_gid)
+        self.comm, self.num_owned = comm, n
+        self.recv_splits = [len(g) for g in groups]
+        self.halo_gid = np.concatenate(groups)
+        self.num_halo = len(self.halo_gid)
+        req, self.send_splits = comm.alltoallv(torch.from_numpy(self.halo_gid), self.recv_splits, category)
+        self.send_idx = torch.from_numpy(order[np.searchsorted(own_gid[order], req.numpy())])
+        deg_rows, _ = comm.alltoallv(torch.from_numpy(local.global_in_degree[:n][self.send_idx.numpy()]),
+                                     self.send_splits, category)
         self.in_degree = torch.from_numpy(np.concatenate([local.global_in_degree[:n], deg_rows.numpy()]))
         self._edge_index = None
+
+    @classmethod
+    def from_shards(cls, comm: Comm, local: LocalGraph, chunk_owner: np.ndarray, category: str,
+                    reader: ShardRows) -> HaloPlan:
+        """The same plan for a local graph that does not hold its in-edges
+        (``load_chunk_set(..., hold_in_edges=False)``): one pass over the set's
+        shards finds the remote sources; ``edge_chunks`` streams the in-edges
+        again when the evaluator builds its blocks. Held: a flag and a row
+        position per node of the graph (5 B x N), never the edges."""
+        self = cls.__new__(cls)
+        member = np.zeros(len(chunk_owner), bool)
+        member[local.chunks] = True
+        need = np.zeros(reader.m["num_nodes"], bool)
+        for _, src_g, src_c in in_edge_blocks(reader, local.chunks):
+            need[src_g[~member[src_c]]] = True
+        halo = np.flatnonzero(need)
+        del need
+        owner = chunk_owner[np.asarray(reader.node_chunk[halo])]
+        by_owner = np.argsort(owner, kind="stable")  # sorted ids stay sorted within each owner
+        bounds = np.searchsorted(owner[by_owner], np.arange(comm.size + 1))
+        self._connect(comm, local, [halo[by_owner[bounds[q]:bounds[q + 1]]] for q in range(comm.size)], category)
+        self.src_pos = self.dst = None
+        self._streamed = (reader, list(local.chunks), local.global_id[:local.num_owned])
+        return self
+
+    def edge_chunks(self):
+        """(source row in [own; halo], owned destination row) arrays, in
+        destination order: the plan's arrays, or the shards streamed."""
+        if self._streamed is None:
+            if self.src_pos is None:
+                raise RuntimeError("HaloPlan.edge_chunks after drop_edges(): the per-edge arrays are freed")
+            by_dst = bool(np.all(self.dst[1:] >= self.dst[:-1]))  # the shards store in-edges by destination
+            src, dst = (self.src_pos, self.dst) if by_dst else _by_destination(self.src_pos, self.dst)
+            for lo in range(0, len(dst), EDGE_BLOCK):  # chunks: the consumer's temporaries stay chunk-sized
+                yield src[lo:lo + EDGE_BLOCK], dst[lo:lo + EDGE_BLOCK]
+            return
+        reader, chunks, own_gid = self._streamed
+        pos = np.zeros(reader.m["num_nodes"], index_dtype(self.num_nodes))  # global id -> row in [own; halo]
+        pos[own_gid] = np.arange(self.num_owned)
+        pos[self.halo_gid] = self.num_owned + np.arange(self.num_halo)
+        for dst, src_g, _ in in_edge_blocks(reader, chunks):
+            yield pos[src_g], dst
 
     def drop_edges(self) -> None:
         """Free the per-edge arrays (a streamed evaluation's blocks hold what it needs)."""
@@ -169,6 +217,11 @@ class HaloPlan:
         if link is None:
             return self.comm.ialltoallv(rows, out_splits, in_splits, category)
         return link.send(self.comm, rows, category)
+
+
+def _by_destination(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(dst, kind="stable")
+    return src[order], dst[order]
 
 
 class _Exchange(torch.autograd.Function):
