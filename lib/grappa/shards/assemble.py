@@ -95,8 +95,10 @@ def load_chunk_set(dataset, chunks: list[int], halo_hops: int = 0, halo_budget_b
     if not chunks:
         return empty_local_graph(m)
     reader = ShardRows(d, m)
-    if not hold_in_edges and not _first_hop_fits(reader, chunks, halo_hops, halo_budget_bytes):
-        return _load_isolated(reader, chunks)
+    if not hold_in_edges:
+        lean = _load_isolated(reader, chunks, halo_hops, halo_budget_bytes)
+        if lean is not None:
+            return lean
     gid, x, y, split, gdeg, src_g, src_c, dst = _read_set(reader, chunks)
     n = len(gid)
     member = np.zeros(len(m["chunks"]), bool)
@@ -169,53 +171,50 @@ def _read_set(reader: ShardRows, chunks: list[int]):
 EDGE_BLOCK = 1 << 22  # in-edges read at once when they are streamed (80 MB of stored columns)
 
 
-def in_edge_blocks(reader: ShardRows, chunks: list[int]):
-    """The set's in-edges in order, ``reader.edge_block`` at a time:
-    (destination in the set's local ids, source global id, source chunk).
-    Bounded memory: never more than a block of a shard."""
+IN_EDGE_COLUMNS = ("dst_local", "src_global", "src_chunk")
+
+
+def in_edge_blocks(reader: ShardRows, chunks: list[int], columns: tuple[str, ...] = IN_EDGE_COLUMNS):
+    """The set's in-edges in order, ``reader.edge_block`` at a time: the
+    arrays of ``columns`` (``dst_local`` in the set's local ids), only those
+    read. Bounded memory: never more than a block of a shard."""
     offset, block = 0, reader.edge_block
     for c in chunks:
         with _open_shard(reader.path(c)) as f:
             e = f["edges/src_global"].shape[0]
             for lo in range(0, e, block):
                 hi = min(e, lo + block)
-                yield (reader._read(f["edges/dst_local"], lo, hi) + offset, reader._read(f["edges/src_global"], lo, hi),
-                       reader._read(f["edges/src_chunk"], lo, hi))
+                yield tuple(reader._read(f[f"edges/{k}"], lo, hi) + (offset if k == "dst_local" else 0)
+                            for k in columns)
             offset += f["nodes/global_id"].shape[0]
 
 
-def _first_hop_fits(reader: ShardRows, chunks: list[int], hops: int, budget: float) -> bool:
-    """Whether the halo's first hop fits ``budget`` (as ``_upstream_halo``
-    counts it), from one streamed pass over the set's in-edges."""
-    if not hops:
-        return False
-    member = np.zeros(len(reader.m["chunks"]), bool)
-    member[chunks] = True
-    missing, cut = np.zeros(reader.m["num_nodes"], bool), 0
-    for _, src_g, src_c in in_edge_blocks(reader, chunks):
-        outside = ~member[src_c]
-        missing[src_g[outside]] = True
-        cut += int(outside.sum())
-    return cut == 0 or int(missing.sum()) * halo_node_bytes(reader.m["num_features"]) + cut * HALO_EDGE_BYTES <= budget
-
-
-def _load_isolated(reader: ShardRows, chunks: list[int]) -> LocalGraph:
-    """The isolated local graph (no halo) without holding the set's in-edges:
-    they are streamed, and only those whose source is in the set are kept,
-    already in CSR order (the shards store them by destination)."""
+def _load_isolated(reader: ShardRows, chunks: list[int], hops: int, budget: float) -> LocalGraph | None:
+    """The isolated local graph without holding the set's in-edges: they are
+    streamed, and only those whose source is in the set are kept, already in
+    CSR order (the shards store them by destination). The same pass counts
+    the halo's first hop as ``_upstream_halo`` does: None if ``hops`` asks
+    for a halo and that hop fits ``budget`` (the caller then reads it)."""
     node, _, _ = _read_nodes(reader, chunks)
     gid, n = node["global_id"], len(node["global_id"])
     order = np.argsort(gid, kind="stable").astype(index_dtype(n))  # int32 sources: 4 B per kept edge
     gid_sorted = gid[order]
     member = np.zeros(len(reader.m["chunks"]), bool)
     member[chunks] = True
+    missing, cut = np.zeros(reader.m["num_nodes"] if hops else 0, bool), 0
     counts, sources = np.zeros(n, np.int64), []
     for dst, src_g, src_c in in_edge_blocks(reader, chunks):
         inside = member[src_c]
         sources.append(_global_to_local(gid_sorted, order, src_g[inside]))
         counts += np.bincount(dst[inside], minlength=n)
+        if hops:
+            missing[src_g[~inside]] = True
+            cut += len(inside) - int(inside.sum())
+    if hops and int(missing.sum()) * halo_node_bytes(reader.m["num_features"]) + cut * HALO_EDGE_BYTES <= budget:
+        return None
     indptr = np.zeros(n + 1, np.int64)
     np.cumsum(counts, out=indptr[1:])
+    del missing
     csr = CSR(indptr, np.concatenate(sources) if sources else np.zeros(0, order.dtype))
     del sources
     y = node["y"]

@@ -142,7 +142,7 @@ class HaloPlan:
         member = np.zeros(len(chunk_owner), bool)
         member[local.chunks] = True
         need = np.zeros(reader.m["num_nodes"], bool)
-        for _, src_g, src_c in in_edge_blocks(reader, local.chunks):
+        for src_g, src_c in in_edge_blocks(reader, local.chunks, ("src_global", "src_chunk")):
             need[src_g[~member[src_c]]] = True
         halo = np.flatnonzero(need)
         del need
@@ -169,7 +169,7 @@ class HaloPlan:
         pos = np.zeros(reader.m["num_nodes"], index_dtype(self.num_nodes))  # global id -> row in [own; halo]
         pos[own_gid] = np.arange(self.num_owned)
         pos[self.halo_gid] = self.num_owned + np.arange(self.num_halo)
-        for dst, src_g, _ in in_edge_blocks(reader, chunks):
+        for dst, src_g in in_edge_blocks(reader, chunks, ("dst_local", "src_global")):
             yield pos[src_g], dst
 
     def drop_edges(self) -> None:
