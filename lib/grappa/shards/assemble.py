@@ -69,6 +69,18 @@ class LocalGraph:
         self.full_src_global = self.full_dst_local = self.full_src_chunk = None
 
 
+def chunk_mask(num_chunks: int, chunks) -> np.ndarray:
+    """bool[num_chunks], True for ``chunks``: index it with a source-chunk array."""
+    member = np.zeros(num_chunks, bool)
+    member[chunks] = True
+    return member
+
+
+def _labels(y: np.ndarray) -> torch.Tensor:
+    """Multilabel rows stay float32; class ids become int64."""
+    return torch.from_numpy(y.astype(np.float32 if y.dtype == np.float32 else np.int64, copy=False))
+
+
 def _global_to_local(sorted_gid: np.ndarray, order: np.ndarray, query: np.ndarray) -> np.ndarray:
     return order[np.searchsorted(sorted_gid, query)]
 
@@ -101,9 +113,7 @@ def load_chunk_set(dataset, chunks: list[int], halo_hops: int = 0, halo_budget_b
             return lean
     gid, x, y, split, gdeg, src_g, src_c, dst = _read_set(reader, chunks)
     n = len(gid)
-    member = np.zeros(len(m["chunks"]), bool)
-    member[chunks] = True
-    inside = member[src_c]
+    inside = chunk_mask(len(m["chunks"]), chunks)[src_c]
     order = np.argsort(gid, kind="stable")
     src_local, dst_in = _global_to_local(gid[order], order, src_g[inside]), dst[inside]
     all_gid, all_x, all_deg, complete, hops = gid, x, gdeg, n, 0
@@ -122,9 +132,8 @@ def load_chunk_set(dataset, chunks: list[int], halo_hops: int = 0, halo_budget_b
         dst_in = np.concatenate([dst_in, dst[~inside], to_local(e_dst)])
     csr = CSR.from_edges(src_local, dst_in, len(all_gid))
     coverage = (csr.in_degree()[:n] + 1) / (gdeg + 1)
-    ydt = torch.float32 if y.dtype == np.float32 else torch.int64
     return LocalGraph(chunks=list(chunks), global_id=all_gid, num_owned=n, x=torch.from_numpy(all_x),
-                      y=torch.from_numpy(y.astype(np.float32 if ydt == torch.float32 else np.int64)), split=split,
+                      y=_labels(y), split=split,
                       global_in_degree=all_deg, csr=csr, coverage=coverage,
                       full_src_global=src_g, full_dst_local=dst, full_src_chunk=src_c, num_complete=complete,
                       halo_hops=hops, bytes_read=reader.bytes_read)
@@ -199,8 +208,7 @@ def _load_isolated(reader: ShardRows, chunks: list[int], hops: int, budget: floa
     gid, n = node["global_id"], len(node["global_id"])
     order = np.argsort(gid, kind="stable").astype(index_dtype(n))  # int32 sources: 4 B per kept edge
     gid_sorted = gid[order]
-    member = np.zeros(len(reader.m["chunks"]), bool)
-    member[chunks] = True
+    member = chunk_mask(len(reader.m["chunks"]), chunks)
     missing, cut = np.zeros(reader.m["num_nodes"] if hops else 0, bool), 0
     counts, sources = np.zeros(n, np.int64), []
     for dst, src_g, src_c in in_edge_blocks(reader, chunks):
@@ -217,10 +225,8 @@ def _load_isolated(reader: ShardRows, chunks: list[int], hops: int, budget: floa
     del missing
     csr = CSR(indptr, np.concatenate(sources) if sources else np.zeros(0, order.dtype))
     del sources
-    y = node["y"]
     return LocalGraph(chunks=list(chunks), global_id=gid, num_owned=n, x=torch.from_numpy(node["x"]),
-                      y=torch.from_numpy(y.astype(np.float32 if y.dtype == np.float32 else np.int64, copy=False)),
-                      split=node["split"], global_in_degree=node["in_degree"], csr=csr,
+                      y=_labels(node["y"]), split=node["split"], global_in_degree=node["in_degree"], csr=csr,
                       coverage=(counts + 1) / (node["in_degree"] + 1), full_src_global=None, full_dst_local=None,
                       full_src_chunk=None, bytes_read=reader.bytes_read)
 

@@ -33,7 +33,7 @@ from grappa.comm import Comm
 from grappa.comm.base import Pending
 from grappa.comm.codec import Codec
 from grappa.graph.csr import index_dtype
-from grappa.shards.assemble import EDGE_BLOCK, LocalGraph, ShardRows, in_edge_blocks
+from grappa.shards.assemble import EDGE_BLOCK, LocalGraph, ShardRows, chunk_mask, in_edge_blocks
 
 
 @dataclass
@@ -86,8 +86,6 @@ class HaloPlan:
         """``chunk_owner[c]`` is the rank that owns chunk c; the setup messages
         (ids wanted, their global in-degrees) are counted as ``category``."""
         n = local.num_owned
-        order = np.argsort(local.global_id[:n])
-        own_sorted = local.global_id[:n][order]
         # One source chunk at a time, so the temporaries are a chunk's edges, not all of them.
         src_c, src_g = local.full_src_chunk, local.full_src_global
         present = np.flatnonzero(np.bincount(src_c, minlength=len(chunk_owner)))
@@ -98,7 +96,7 @@ class HaloPlan:
         none = [np.zeros(0, np.int64)]
         groups = [np.sort(np.concatenate([uniq.pop(c) for c in remote if chunk_owner[c] == q] or none))
                   for q in range(comm.size)]
-        self._connect(comm, local, groups, category)
+        order, own_sorted = self._connect(comm, local, groups, category)
         # Each in-edge's source row in [own; halo], int32 where it fits (4 B per edge, not 8).
         self.src_pos = np.empty(len(src_g), index_dtype(self.num_nodes))
         starts = n + np.concatenate([[0], np.cumsum(self.recv_splits)])
@@ -112,23 +110,26 @@ class HaloPlan:
         self.dst = local.full_dst_local  # destinations (owned rows), shared with the local graph
         self._streamed = None
 
-    def _connect(self, comm: Comm, local: LocalGraph, groups: list[np.ndarray], category: str) -> None:
+    def _connect(self, comm: Comm, local: LocalGraph, groups: list[np.ndarray], category: str):
         """Given the halo ``groups`` (global ids by owner rank, sorted within):
         tell the owners which of their rows we need and get the rows' global
-        in-degrees back (GCN normalisation needs them)."""
+        in-degrees back (GCN normalisation needs them). Returns the owned
+        ids' sort (order, sorted ids)."""
         n = local.num_owned
         own_gid = local.global_id[:n]
         order = np.argsort(own_gid)
+        own_sorted = own_gid[order]
         self.comm, self.num_owned = comm, n
         self.recv_splits = [len(g) for g in groups]
         self.halo_gid = np.concatenate(groups)
         self.num_halo = len(self.halo_gid)
         req, self.send_splits = comm.alltoallv(torch.from_numpy(self.halo_gid), self.recv_splits, category)
-        self.send_idx = torch.from_numpy(order[np.searchsorted(own_gid[order], req.numpy())])
+        self.send_idx = torch.from_numpy(order[np.searchsorted(own_sorted, req.numpy())])
         deg_rows, _ = comm.alltoallv(torch.from_numpy(local.global_in_degree[:n][self.send_idx.numpy()]),
                                      self.send_splits, category)
         self.in_degree = torch.from_numpy(np.concatenate([local.global_in_degree[:n], deg_rows.numpy()]))
         self._edge_index = None
+        return order, own_sorted
 
     @classmethod
     def from_shards(cls, comm: Comm, local: LocalGraph, chunk_owner: np.ndarray, category: str,
@@ -139,8 +140,7 @@ class HaloPlan:
         again when the evaluator builds its blocks. Held: a flag and a row
         position per node of the graph (5 B x N), never the edges."""
         self = cls.__new__(cls)
-        member = np.zeros(len(chunk_owner), bool)
-        member[local.chunks] = True
+        member = chunk_mask(len(chunk_owner), local.chunks)
         need = np.zeros(reader.m["num_nodes"], bool)
         for src_g, src_c in in_edge_blocks(reader, local.chunks, ("src_global", "src_chunk")):
             need[src_g[~member[src_c]]] = True
