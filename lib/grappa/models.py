@@ -51,6 +51,13 @@ def dropout(x: torch.Tensor, p: float, training: bool, nonzero: torch.Tensor | N
     return out.view(x.shape)
 
 
+def as_float(x: torch.Tensor) -> torch.Tensor:
+    """Features stored as float16 (``grappa-partition --feature-dtype float16``)
+    are computed in float32: cast the rows a layer is about to use, so only
+    they, never the whole stored matrix, take four bytes a value."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 class NonzeroCache:
     """The nonzero entries of an input that comes back unchanged (full-graph
     epochs, a chunk set between repartitions), found at its second use, so a
@@ -105,6 +112,7 @@ class LayerwiseGNN(nn.Module):
 
     def input(self, x):
         """What happens to the features before layer 0 (input dropout)."""
+        x = as_float(x)
         if not self.training or self.input_dropout == 0.0:
             return x
         return dropout(x, self.input_dropout, True, nonzero=self._input_nonzero(x))
@@ -146,6 +154,7 @@ class LayerwiseGNN(nn.Module):
         return self.layer(i, x, *graph, **kw)[:num_owned]
 
     def layer(self, i: int, x, edge_index, edge_weight=None, targets: int | None = None):
+        x = as_float(x)
         if targets is None:
             x = self._conv(i, x, edge_index, edge_weight)
         else:

@@ -15,6 +15,7 @@ import sys
 from grappa.errors import InputError
 from grappa.partition.assignment import METHODS
 from grappa.partition.job import PartitionConfig, PeerFailed, partition
+from grappa.shards.format import FEATURE_DTYPES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-budget", type=int, default=1024, metavar="MB",
                    help="exchange buffers per rank before spilling to disk (default %(default)s MB)")
     p.add_argument("--compression", choices=["gzip", "lzf"], help="HDF5 compression (default none)")
+    p.add_argument("--feature-dtype", choices=FEATURE_DTYPES, default="float32",
+                   help="the shards' features: float16 halves them on disk and in every rank's memory "
+                        "(training computes in float32); default float32")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.add_argument("--fail-after-shards", type=int, default=-1, help=argparse.SUPPRESS)  # fault injection (tests)
     p.add_argument("--no-progress", action="store_true")
@@ -40,7 +44,8 @@ def main(argv=None) -> None:
     a = build_parser().parse_args(argv)
     cfg = PartitionConfig(data=a.data, out=a.out, num_chunks=a.num_chunks, method=a.method, seed=a.seed,
                           super_nodes=a.super_nodes, memory_budget_mb=a.memory_budget, compression=a.compression,
-                          overwrite=a.overwrite, fail_after_shards=a.fail_after_shards, progress=not a.no_progress)
+                          feature_dtype=a.feature_dtype, overwrite=a.overwrite,
+                          fail_after_shards=a.fail_after_shards, progress=not a.no_progress)
     from mpi4py import MPI
 
     rank = MPI.COMM_WORLD.Get_rank()

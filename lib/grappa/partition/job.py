@@ -41,6 +41,7 @@ class PartitionConfig:
     super_nodes: int | None = None
     memory_budget_mb: int = 1024
     compression: str | None = None
+    feature_dtype: str = "float32"  # the shards' features: float32 or float16 (half the disk and rank memory)
     overwrite: bool = False
     fail_after_shards: int = -1  # fault injection: rank 0 of the owners kills itself after N shards
     progress: bool = True
@@ -137,7 +138,9 @@ class _Job:
             sc, rc = send_counts * width, recv_counts * width
             sd = np.concatenate([[0], np.cumsum(sc)[:-1]])
             rd = np.concatenate([[0], np.cumsum(rc)[:-1]])
-            mpi_t = self.MPI._typedict[a.dtype.char]
+            if a.dtype == np.float16:  # MPI has no portable half type: move the bits
+                flat, recv = flat.view(np.uint16), recv.view(np.uint16)
+            mpi_t = self.MPI._typedict[flat.dtype.char]
             self.comm.Alltoallv([flat, (sc, sd), mpi_t], [recv, (rc, rd), mpi_t])
             out.append(recv)
         return out
@@ -219,6 +222,12 @@ class _Job:
             if not np.isfinite(x).all():
                 err = InputError(self.g.dir / "x.npy", "features contain NaN or infinity",
                                  "clean or impute the features before partitioning")
+            elif self.cfg.feature_dtype != "float32":
+                x = x.astype(self.cfg.feature_dtype)
+                if not np.isfinite(x).all():
+                    err = InputError(self.g.dir / "x.npy", f"features exceed {self.cfg.feature_dtype}'s range "
+                                     f"(|x| > {float(np.finfo(x.dtype).max):g})",
+                                     "partition with --feature-dtype float32, or rescale the features")
             self.agree(err)
             y = read_rows(self.g.y, a, b)
             split = read_rows(self.g.split, a, b).astype(np.uint8, copy=False)
@@ -258,7 +267,7 @@ class _Job:
             ids = load("ids", np.int64)
             rows = len(ids)
             order = np.argsort(ids)
-            ids, x = ids[order], load("x", np.float32, (f,), rows)[order]
+            ids, x = ids[order], load("x", np.dtype(self.cfg.feature_dtype), (f,), rows)[order]
             y, split = load("y", ydtype, yshape, rows)[order], load("split", np.uint8, (), rows)[order]
             ep = spill / f"edges-{c}.bin"
             m = ep.stat().st_size // 16 if ep.exists() else 0
@@ -371,7 +380,8 @@ class _Job:
                 manifest = {
                     "schema": MANIFEST_SCHEMA, "shard_schema": "grappa-shard/1",
                     "num_chunks": self.k, "num_nodes": self.n, "num_edges": sum(e["num_edges"] for e in chunks),
-                    "num_features": info.num_features, "num_classes": info.num_classes, "task": info.task,
+                    "num_features": info.num_features, "feature_dtype": cfg.feature_dtype,
+                    "num_classes": info.num_classes, "task": info.task,
                     "method": cfg.method, "seed": cfg.seed, "super_nodes": cfg.super_nodes,
                     "edge_cut_fraction": sum(e["cut_edges"] for e in chunks) / max(self.e, 1),
                     "graph": {"name": info.name, "source": str(Path(cfg.data).resolve()),

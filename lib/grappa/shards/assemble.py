@@ -33,7 +33,7 @@ import torch
 from grappa.errors import InputError
 from grappa.graph.csr import CSR, index_dtype
 from grappa.graph.raw import SPLIT_TRAIN
-from grappa.shards.format import load_manifest
+from grappa.shards.format import feature_dtype, load_manifest
 
 
 @dataclass
@@ -90,8 +90,12 @@ def _global_to_local(sorted_gid: np.ndarray, order: np.ndarray, query: np.ndarra
 HALO_EDGE_BYTES = 24
 
 
-def halo_node_bytes(num_features: int) -> int:
-    return 4 * num_features + 24
+def halo_node_bytes(num_features: int, feature_bytes: int = 4) -> int:
+    return feature_bytes * num_features + 24
+
+
+def _node_bytes(m: dict) -> int:
+    return halo_node_bytes(m["num_features"], feature_dtype(m).itemsize)
 
 
 def load_chunk_set(dataset, chunks: list[int], halo_hops: int = 0, halo_budget_bytes: float = np.inf,
@@ -149,7 +153,7 @@ def _read_nodes(reader: ShardRows, chunks: list[int]) -> tuple[dict, np.ndarray,
             sizes.append((len(f["nodes/global_id"]), len(f["edges/src_global"]), y.dtype, y.shape[1:]))
     n_at, e_at = (np.cumsum([0] + [s[i] for s in sizes]) for i in (0, 1))
     n = int(n_at[-1])
-    node = {"global_id": np.empty(n, np.int64), "x": np.empty((n, m["num_features"]), np.float32),
+    node = {"global_id": np.empty(n, np.int64), "x": np.empty((n, m["num_features"]), feature_dtype(m)),
             "y": np.empty((n, *sizes[0][3]), sizes[0][2]), "split": np.empty(n, np.uint8),
             "in_degree": np.empty(n, np.int64)}
     for i, c in enumerate(chunks):
@@ -218,7 +222,7 @@ def _load_isolated(reader: ShardRows, chunks: list[int], hops: int, budget: floa
         if hops:
             missing[src_g[~inside]] = True
             cut += len(inside) - int(inside.sum())
-    if hops and int(missing.sum()) * halo_node_bytes(reader.m["num_features"]) + cut * HALO_EDGE_BYTES <= budget:
+    if hops and int(missing.sum()) * _node_bytes(reader.m) + cut * HALO_EDGE_BYTES <= budget:
         return None
     indptr = np.zeros(n + 1, np.int64)
     np.cumsum(counts, out=indptr[1:])
@@ -245,7 +249,7 @@ def _upstream_halo(reader: ShardRows, gid, src_g, dst, split, inside, hops: int,
     upstream of the owned training nodes (sorted global ids) and their
     in-edges read from the shards (global source, global destination). A hop
     that would take the halo past ``budget`` bytes is not added."""
-    owned, node_b = np.sort(gid), halo_node_bytes(reader.m["num_features"])
+    owned, node_b = np.sort(gid), _node_bytes(reader.m)
     complete, e_src, e_dst = (np.zeros(0, np.int64) for _ in range(3))
     # hop 1's cost before any of it is read; a mask, not a copy of the cut edges (a large set has millions)
     missing = np.zeros(reader.m["num_nodes"], bool)
@@ -280,7 +284,8 @@ def empty_local_graph(m: dict) -> LocalGraph:
     none = np.zeros(0, np.int64)
     y = torch.zeros((0, m["num_classes"]), dtype=torch.float32) if m["task"] == "multilabel" else \
         torch.zeros(0, dtype=torch.int64)
-    return LocalGraph(chunks=[], global_id=none, num_owned=0, x=torch.zeros((0, m["num_features"])), y=y,
+    x = torch.from_numpy(np.zeros((0, m["num_features"]), feature_dtype(m)))
+    return LocalGraph(chunks=[], global_id=none, num_owned=0, x=x, y=y,
                       split=np.zeros(0, np.uint8), global_in_degree=none, csr=CSR.from_edges(none, none, 0),
                       coverage=np.zeros(0), full_src_global=none, full_dst_local=none,
                       full_src_chunk=np.zeros(0, np.int32))
@@ -345,7 +350,7 @@ class ShardRows:
 
     def features(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Features and global in-degrees of ``nodes``."""
-        x = np.zeros((len(nodes), self.m["num_features"]), np.float32)
+        x = np.zeros((len(nodes), self.m["num_features"]), feature_dtype(self.m))
         deg = np.zeros(len(nodes), np.int64)
         for sel, f, pos in self._by_chunk(nodes):
             lo, hi = int(pos.min()), int(pos.max()) + 1

@@ -4,7 +4,7 @@ Root attributes: schema, chunk, num_chunks, num_nodes (global), num_features,
 num_classes, task, method, seed.
 
     nodes/global_id  int64[n]      sorted global ids of the chunk's nodes
-    nodes/x          float32[n, F]
+    nodes/x          float32[n, F] (float16 where the manifest's feature_dtype says so)
     nodes/y          int64[n] (or float32[n, C] multilabel)
     nodes/split      uint8[n]       0 none, 1 train, 2 val, 3 test
     nodes/in_degree  int64[n]       global in-degree (= edges stored below)
@@ -31,6 +31,10 @@ import numpy as np
 from grappa.errors import InputError
 
 SCHEMA = "grappa-shard/1"
+# Feature dtypes a partition may store. float16 halves the features on disk
+# and in every rank's memory; the models compute in float32 (each layer casts
+# its input rows). bfloat16 is absent: NumPy and HDF5 have no such type.
+FEATURE_DTYPES = ("float32", "float16")
 MANIFEST_SCHEMA = "grappa-manifest/1"
 _H5_CHUNK_ROWS = 1 << 16
 
@@ -131,7 +135,15 @@ def load_manifest(directory) -> dict:
         if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
             raise InputError(path, f"shard file name {name!r} is not a plain name inside the dataset directory",
                              "restore manifest.json as the partitioner wrote it (or re-run the partitioner)")
+    if m.get("feature_dtype", "float32") not in FEATURE_DTYPES:
+        raise InputError(path, f"field 'feature_dtype' is {m.get('feature_dtype')!r}, expected one of "
+                         f"{', '.join(FEATURE_DTYPES)}", "restore manifest.json as the partitioner wrote it")
     return m
+
+
+def feature_dtype(manifest: dict) -> np.dtype:
+    """The shards' feature dtype (manifests written before float16 shards: float32)."""
+    return np.dtype(manifest.get("feature_dtype", "float32"))
 
 
 def write_manifest(directory, manifest: dict) -> None:
@@ -142,4 +154,4 @@ def write_manifest(directory, manifest: dict) -> None:
 
 
 __all__ = ["SCHEMA", "MANIFEST_SCHEMA", "shard_name", "ShardWriter", "write_shard", "read_shard", "sha256_file",
-           "load_manifest", "write_manifest"]
+           "load_manifest", "write_manifest", "FEATURE_DTYPES", "feature_dtype"]

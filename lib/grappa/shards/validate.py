@@ -15,7 +15,7 @@ import numpy as np
 
 from grappa.cli_util import reports_input_errors
 from grappa.errors import InputError
-from grappa.shards.format import SCHEMA, load_manifest, sha256_file
+from grappa.shards.format import SCHEMA, feature_dtype, load_manifest, sha256_file
 
 
 def validate_dataset(directory, check_checksums: bool = True) -> dict:
@@ -43,6 +43,7 @@ def validate_dataset(directory, check_checksums: bool = True) -> dict:
         try:
             with h5py.File(p, "r") as f:
                 nn, ne = _check_shard(p, f, c, entry, n, node_chunk)
+                _check_features(p, f, m, nn)
         except (OSError, KeyError) as e:
             raise InputError(p, f"cannot read shard ({e})", "re-run the partitioner") from e
         seen_nodes += nn
@@ -90,6 +91,13 @@ def _check_shard(p: Path, f: h5py.File, c: int, entry: dict, n: int, node_chunk)
         if len(f[key]) != nn:
             raise InputError(p, f"{key} has {len(f[key])} rows, expected {nn}")
     return nn, ne
+
+
+def _check_features(p: Path, f: h5py.File, m: dict, nn: int) -> None:
+    x, want = f["nodes/x"], feature_dtype(m)
+    if x.shape != (nn, m["num_features"]) or x.dtype != want:
+        raise InputError(p, f"nodes/x is {x.dtype}{list(x.shape)}, manifest.json says {want}[{nn}, "
+                         f"{m['num_features']}]", "re-run the partitioner")
 
 
 def build_parser():

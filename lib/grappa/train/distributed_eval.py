@@ -33,7 +33,7 @@ from grappa.comm import MAX
 from grappa.graph.csr import index_dtype
 from grappa.graph.raw import SPLIT_TEST, SPLIT_VAL
 from grappa.memory import trim_heap
-from grappa.models import LayerwiseGNN
+from grappa.models import LayerwiseGNN, as_float
 from grappa.train.evaluate import auc_inputs, roc_auc
 from grappa.train.halo_exchange import HaloPlan
 
@@ -185,7 +185,7 @@ class BlockAggregation:
         n, out = len(h), None
         for lo in range(0, max(n, 1), self.block_rows):
             a = agg[lo:lo + self.block_rows]
-            part = model.activate(i, model.combine(i, _project(a, w), h[lo:lo + self.block_rows]))
+            part = model.activate(i, model.combine(i, _project(a, w), as_float(h[lo:lo + self.block_rows])))
             if out is None:
                 out = torch.empty(n, part.shape[1])
             out[lo:lo + len(part)] = part
@@ -194,15 +194,16 @@ class BlockAggregation:
     def _rows(self, h: torch.Tensor, w: torch.Tensor | None):
         """Each step's rows (projected by ``w`` if given): the own rows, then one alltoallv per block."""
         p, size = self.plan, self.plan.comm.size
-        yield _project(h, w)
+        yield as_float(_project(h, w))
         for (lo, hi), (s_lo, s_hi), to, frm in self.steps[1:]:
             send, recv = [0] * size, [0] * size
             send[to], recv[frm] = s_hi - s_lo, hi - lo
-            yield p.comm.ialltoallv(_project(h[p.send_idx[s_lo:s_hi]], w), send, recv, self.category).wait()
+            rows = _project(h[p.send_idx[s_lo:s_hi]], w)  # float16 features travel as they are stored
+            yield as_float(p.comm.ialltoallv(rows, send, recv, self.category).wait())
 
 
 def _project(rows: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
-    return rows if w is None else rows @ w.T
+    return rows if w is None else as_float(rows) @ w.T
 
 
 def _block_patterns(edge_chunks, ranges: list[tuple[int, int]], rows: int) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -40,7 +40,7 @@ from torch_geometric.nn import GATConv, GCNConv, SAGEConv
 
 from grappa.errors import InputError, check_options
 from grappa.graph.raw import SPLIT_TRAIN
-from grappa.models import LayerwiseGNN, dropout, sparse_adjacency
+from grappa.models import LayerwiseGNN, as_float, dropout, sparse_adjacency
 from grappa.partition.schedule import chunk_sets, owner_of_chunks
 from grappa.shards.assemble import load_chunk_set
 from grappa.train.distributed_eval import DistributedEvaluator
@@ -93,12 +93,12 @@ class RetexoNet(LayerwiseGNN):
         return self.convs[i](x, edge_index, edge_weight) if self.kind == "gcn" else self.convs[i](x, edge_index)
 
     def layer(self, i: int, x, edge_index, edge_weight=None):
-        x = self._conv(i, x, edge_index, edge_weight)
+        x = self._conv(i, as_float(x), edge_index, edge_weight)
         return F.relu(self.norms[i](x)) if i < self.num_layers - 1 else x
 
     def stage_logits(self, i: int, x, graph) -> torch.Tensor:
         """The stage's classifier on its input rows: the aux head, or the logits."""
-        h = self.layer(i, dropout(x, self.dropout, self.training), *graph)
+        h = self.layer(i, dropout(as_float(x), self.dropout, self.training), *graph)
         return self.aux[i](h) if i < self.num_layers - 1 else h
 
 
