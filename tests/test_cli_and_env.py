@@ -13,8 +13,7 @@ from conftest import ROOT, mpi_env, run_cli
 MODULES = ["grappa.train", "grappa.graph.importers_cli", "grappa.graph.generators_cli"]
 SCRIPTS = ["hpc/setup_env.sh"]
 PY_SCRIPTS = ["data_prep/import_dataset.py", "data_prep/generate_graph.py", "data_prep/partition.py",
-              "bench/compare.py", "bench/run_seeds.py", "bench/bench_partition.py", "bench/bench_generators.py",
-              "bench/scaling.py"]
+              *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "bench").glob("*.py"))]
 
 
 @pytest.mark.parametrize("module", MODULES)

@@ -1,4 +1,4 @@
-"""bench/per_class_split.py: the RETEXO authors' Cora split (40 per class, 280, 2148) as a raw-graph copy."""
+"""bench/per_class_split.py (the RETEXO authors' Cora split: 40 per class, 280, 2148) and bench/retexo_sweep.py."""
 from __future__ import annotations
 
 import subprocess
@@ -33,3 +33,17 @@ def test_per_class_split_copies_the_graph_with_the_new_split(cora_dir, tmp_path)
     assert r.returncode == 2 and "already exists" in r.stderr
     r = split_copy("--data", cora_dir, "--out", tmp_path / "x", "--per-class", 900)
     assert r.returncode == 2 and "--per-class" in r.stderr and not (tmp_path / "x").exists()
+
+
+def test_retexo_sweep_runs_the_stages_and_writes_json(cora_dir, tmp_path):
+    """bench/retexo_sweep.py (one-process RETEXO stages): a short setting per model, each a real accuracy."""
+    out = tmp_path / "sweep.json"
+    r = subprocess.run([sys.executable, ROOT / "bench/retexo_sweep.py", "--data", cora_dir, "--out", out, "--seeds",
+                        "0", "--set", '{"rounds": 60, "hidden": 64}', "--set",
+                        '{"rounds": 60, "hidden": 64, "model": "sage"}'],
+                       env=mpi_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    import json
+    rows = json.loads(out.read_text())
+    assert [row["setting"]["model"] for row in rows] == ["gcn", "sage"]
+    assert all(60 < row["test_mean"] <= 100 for row in rows), rows  # trained: 7 classes, chance ~14-30%
