@@ -63,3 +63,31 @@ def test_manifest_file_names_must_stay_inside_the_dataset(cora_k8, tmp_path, nam
     r = run_cli("grappa.shards.validate", d)
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
     assert "manifest.json" in r.stderr and repr(name) in r.stderr
+
+
+def _flip_a_byte(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_ranks_share_the_validation_and_report_the_first_problem_once(cora_k8, tmp_path):
+    """At a start, rank r checksums and checks the shards c = r mod P (rank 0
+    used to read them all); the first problem in validation order is
+    reported once, by the rank that found it, and every rank exits 2."""
+    from conftest import run_mpi
+    from grappa.shards.validate import validate_dataset, validate_share
+
+    d = tmp_path / "data"
+    shutil.copytree(cora_k8, d)
+    for c in (6, 3):
+        _flip_a_byte(d / f"chunk-0000{c}.h5")
+    found = [validate_share(d, r, 4)[1] for r in range(4)]
+    assert [p is not None for p in found] == [False, False, True, True]  # chunk 6 on rank 2, chunk 3 on rank 3
+    assert all("SHA-256" in str(p[1]) for p in found if p)
+    with pytest.raises(Exception, match="chunk-00003.h5"):  # the same first problem as one process finds
+        validate_dataset(d)
+    r = run_mpi(4, "-m", "grappa.train", "--method", "grappa", "--data", d, "--out", tmp_path / "run",
+                "--epochs", 1, "--no-progress")
+    assert r.returncode == 2 and r.stderr.count("error:") == 1, r.stderr
+    assert "chunk-00003.h5: SHA-256 differs" in r.stderr and not (tmp_path / "run").exists()

@@ -19,39 +19,73 @@ from grappa.shards.format import SCHEMA, feature_dtype, load_manifest, sha256_fi
 
 
 def validate_dataset(directory, check_checksums: bool = True) -> dict:
+    """Every check, in order; the first problem raises ``InputError``. Returns the manifest."""
+    m, problem, nodes, edges = validate_share(directory, 0, 1, check_checksums)
+    if problem is not None:
+        raise problem[1]
+    check_totals(directory, m, nodes, edges)
+    return m
+
+
+def validate_share(directory, rank: int, size: int, check_checksums: bool = True):
+    """Rank ``rank`` of ``size``'s share of ``validate_dataset``: the manifest,
+    every file's presence and size and the node map everywhere (cheap); the
+    checksum of file i and the checks of shard c only where i, c = rank mod
+    size, so ranks that validate together each read 1/size of the bytes.
+    Returns (manifest, first problem as (position in validation order,
+    InputError) or None, nodes and edges in its shards). A broken manifest
+    raises at once (every rank finds it)."""
     d = Path(directory)
     m = load_manifest(d)
-    n, k = m["num_nodes"], m["num_chunks"]
+    n, k, files = m["num_nodes"], m["num_chunks"], m["files"]
     if len(m["chunks"]) != k:
         raise InputError(d / "manifest.json", f"lists {len(m['chunks'])} chunks, expected num_chunks={k}")
-    for entry in m["files"]:
-        p = d / entry["name"]
-        if not p.is_file():
-            raise InputError(p, "file listed in manifest.json is missing", "re-run the partitioner")
-        if p.stat().st_size != entry["size"]:
-            raise InputError(p, f"size {p.stat().st_size} differs from manifest ({entry['size']})",
-                             "the file is truncated or changed; re-run the partitioner")
-        if check_checksums and sha256_file(p) != entry["sha256"]:
-            raise InputError(p, "SHA-256 differs from manifest.json", "the file is corrupt; re-run the partitioner")
-    node_chunk = np.load(d / "node_chunk.npy", mmap_mode="r")
-    if node_chunk.shape != (n,):
-        raise InputError(d / "manifest.json", f"says num_nodes {n} but node_chunk.npy has shape {node_chunk.shape}: "
-                         "one of them was edited, or they come from different partitions", "re-run the partitioner")
-    seen_nodes = seen_edges = 0
-    for c, entry in enumerate(m["chunks"]):
-        p = d / entry["file"]
-        try:
-            with h5py.File(p, "r") as f:
-                nn, ne = _check_shard(p, f, c, entry, n, node_chunk)
-                _check_features(p, f, m, nn)
-        except (OSError, KeyError) as e:
-            raise InputError(p, f"cannot read shard ({e})", "re-run the partitioner") from e
-        seen_nodes += nn
-        seen_edges += ne
-    if seen_nodes != n or seen_edges != m["num_edges"]:
-        raise InputError(d / "manifest.json", f"shards hold {seen_nodes} nodes / {seen_edges} edges, "
-                         f"manifest says {n} / {m['num_edges']}")
-    return m
+    nodes = edges = at = 0  # at: the position of the check under way
+    try:
+        for at, entry in enumerate(files):
+            _check_file(d / entry["name"], entry, check_checksums and at % size == rank)
+        at = len(files)
+        node_chunk = np.load(d / "node_chunk.npy", mmap_mode="r")
+        if node_chunk.shape != (n,):
+            raise InputError(d / "manifest.json", f"says num_nodes {n} but node_chunk.npy has shape "
+                             f"{node_chunk.shape}: one of them was edited, or they come from different partitions",
+                             "re-run the partitioner")
+        for c in range(rank, k, size):
+            at = len(files) + 1 + c
+            nn, ne = _check_chunk(d, m, c, node_chunk)
+            nodes, edges = nodes + nn, edges + ne
+    except InputError as e:
+        return m, (at, e), nodes, edges
+    return m, None, nodes, edges
+
+
+def check_totals(directory, m: dict, nodes: int, edges: int) -> None:
+    """The shards' node and edge totals (summed over the shares) against the manifest."""
+    if nodes != m["num_nodes"] or edges != m["num_edges"]:
+        raise InputError(Path(directory) / "manifest.json", f"shards hold {nodes} nodes / {edges} edges, "
+                         f"manifest says {m['num_nodes']} / {m['num_edges']}")
+
+
+def _check_file(p: Path, entry: dict, checksum: bool) -> None:
+    if not p.is_file():
+        raise InputError(p, "file listed in manifest.json is missing", "re-run the partitioner")
+    if p.stat().st_size != entry["size"]:
+        raise InputError(p, f"size {p.stat().st_size} differs from manifest ({entry['size']})",
+                         "the file is truncated or changed; re-run the partitioner")
+    if checksum and sha256_file(p) != entry["sha256"]:
+        raise InputError(p, "SHA-256 differs from manifest.json", "the file is corrupt; re-run the partitioner")
+
+
+def _check_chunk(d: Path, m: dict, c: int, node_chunk) -> tuple[int, int]:
+    entry = m["chunks"][c]
+    p = d / entry["file"]
+    try:
+        with h5py.File(p, "r") as f:
+            nn, ne = _check_shard(p, f, c, entry, m["num_nodes"], node_chunk)
+            _check_features(p, f, m, nn)
+    except (OSError, KeyError) as e:
+        raise InputError(p, f"cannot read shard ({e})", "re-run the partitioner") from e
+    return nn, ne
 
 
 _EDGE_BLOCK = 1 << 20  # edges per read: validation memory stays bounded whatever the shard size

@@ -40,11 +40,12 @@ from grappa.atomic import prepare_output_dir
 from grappa.checkpoint import load_checkpoint, load_latest, rank_path, save_checkpoint, save_rank_state
 from grappa.cli_util import checked_everywhere, parse_args_once, reports_input_errors
 from grappa.comm import BACKENDS, ByteCounter, Comm, make_comm
-from grappa.comm.base import env_rank_size, threads_per_rank
+from grappa.comm.base import MIN, env_rank_size, threads_per_rank
 from grappa.errors import InputError, check_options
 from grappa.memory import reset_peak_rss
 from grappa.models import MODELS
 from grappa.shards.format import load_manifest
+from grappa.shards.validate import check_totals, validate_share
 from grappa.train.config import OPTIMIZERS, TrainConfig, make_optimizer
 from grappa.train.data import load_graph
 from grappa.train.evaluate import METRICS, resolve_metric
@@ -145,21 +146,40 @@ def _agree_on_input(comm, fn):
         raise SystemExit(2)
 
 
-def check_input(cfg: TrainConfig, cls, world_size: int) -> None:
-    """Everything that can be wrong with the input, before anything is written."""
-    from grappa.shards.validate import validate_dataset
-
+def check_data_present(cfg: TrainConfig, cls, world_size: int) -> None:
+    """The --data the method reads exists, or a hint at the command that makes it."""
     d = Path(cfg.data)
     if cls.input == "raw":
         if not (d / "graph.json").exists():
             raise raw_graph_hint(d)
-    else:
-        parts = cls.parts_for(cfg.options, world_size)
-        if not (d / "manifest.json").exists():  # suggest what the job scripts would make (registry)
-            raise shards_hint(d, cls.name, *partition_spec(cls.name, world_size,
-                                                           getattr(cfg.options, "drop_parts", 0)))
-        validate_dataset(d)
-        cls.check_partition(ShardedData(d, load_manifest(d)), world_size, parts)
+    elif not (d / "manifest.json").exists():  # suggest what the job scripts would make (registry)
+        raise shards_hint(d, cls.name, *partition_spec(cls.name, world_size, getattr(cfg.options, "drop_parts", 0)))
+
+
+def validate_together(comm, directory) -> None:
+    """``validate_dataset`` with checksums, shared by the ranks: each reads
+    1/P of the shards (a start or requeue used to read them all on rank 0).
+    Every rank raises on the first problem in validation order; the rank
+    that found it reports it."""
+    try:
+        m, problem, nodes, edges = validate_share(directory, comm.rank, comm.size)
+    except InputError as e:  # the manifest itself: every rank finds it
+        m, problem, nodes, edges = None, (-1, e), 0, 0
+    key = (problem[0] + 1) * comm.size + comm.rank if problem else float("inf")
+    first = float(comm.allreduce(torch.tensor([key], dtype=torch.float64), MIN, "control")[0])
+    if first != float("inf"):
+        if key == first:
+            raise problem[1]
+        raise SystemExit(2)
+    totals = comm.allreduce(torch.tensor([nodes, edges], dtype=torch.float64), category="control").tolist()
+    checked_everywhere(check_totals, directory, m, int(totals[0]), int(totals[1]))
+
+
+def check_input(cfg: TrainConfig, cls, world_size: int) -> None:
+    """Everything else that can be wrong with the input, before anything is written."""
+    d = Path(cfg.data)
+    if cls.input != "raw":
+        cls.check_partition(ShardedData(d, load_manifest(d)), world_size, cls.parts_for(cfg.options, world_size))
     ckpt_dir = Path(cfg.out) / "checkpoints"
     if not cfg.resume:
         prepare_output_dir(cfg.out, cfg.overwrite or _left_by_a_failed_run(Path(cfg.out)))
@@ -234,6 +254,9 @@ def run(cfg: TrainConfig, comm: Comm | None = None) -> dict:
     own_comm = comm is None
     comm = comm or make_comm(cfg.backend, cfg.comm_timeout)
     out, ckpt_dir = Path(cfg.out), Path(cfg.out) / "checkpoints"
+    _agree_on_input(comm, lambda: check_data_present(cfg, cls, comm.size))
+    if cls.input != "raw":
+        validate_together(comm, cfg.data)
     _agree_on_input(comm, lambda: check_input(cfg, cls, comm.size))
     data, dims, name, task, extra = _load_data(cls, cfg)
     cfg.metric = checked_everywhere(resolve_metric, cfg.metric, task, dims[1])  # every rank reads the same data
