@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
+import torch
 from grappa.graph.csr import CSR, to_undirected
+from grappa.models import build_model, sampled_forward
 from grappa.sampling import NeighborSampler
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -41,6 +44,11 @@ def test_sampler_properties(n, m, fanout, seed):
     for i, s in enumerate(seeds):
         got = first[0][first[1] == i]
         assert len(got) == min(deg[s], fanout) and len(set(got.tolist())) == len(got)
+    # hop order: the nodes within h hops are a prefix, and an edge into one comes from within h + 1
+    hop = np.repeat(np.arange(len(sub.hop_nodes)), np.diff((0, *sub.hop_nodes)))
+    assert sub.hop_nodes[-1] == len(sub.nodes) and sub.hop_nodes[0] == len(seeds)
+    s_hop, d_hop = hop[sub.edge_index[0].numpy()], hop[sub.edge_index[1].numpy()]
+    assert np.all(d_hop < 2) and np.all(s_hop <= d_hop + 1)
 
 
 def test_sampler_is_uniform():
@@ -53,3 +61,27 @@ def test_sampler_is_uniform():
         counts[sub.nodes[sub.edge_index[0].numpy()]] += 1
     freq = counts[1:] / 4000
     assert np.all(np.abs(freq - 0.2) < 0.03), freq
+
+
+@pytest.mark.parametrize("name", ["gcn", "sage", "gin", "mlp", "gat"])
+def test_trimmed_forward_gives_the_untrimmed_seed_outputs(name):
+    """sampled_forward computes layer i on the rows within L - 1 - i hops only,
+    and the seeds' outputs are the plain forward's (GAT runs the plain one)."""
+    rng = np.random.default_rng(3)
+    n = 400
+    src, dst = to_undirected(rng.integers(0, n, 2400), rng.integers(0, n, 2400))
+    sub = NeighborSampler(CSR.from_edges(src, dst, n), [4, 3, 2], seed=1).sample(rng.choice(n, 16, replace=False))
+    torch.manual_seed(0)
+    model = build_model(name, 8, 16, 5, num_layers=3, heads=2).eval()
+    x = torch.randn(len(sub.nodes), 8)
+    rows = []
+    hooks = [c.register_forward_hook(lambda m, i, out: rows.append(out.size(0))) for c in model.convs]
+    with torch.no_grad():
+        got = sampled_forward(model, x, sub)
+        want = model(x, sub.edge_index)[: sub.num_seeds]
+    for h in hooks:
+        h.remove()
+    assert got.shape == (16, 5) and torch.allclose(got, want, atol=1e-5)
+    trimmed = name != "gat"
+    assert rows[:3] == ([*sub.hop_nodes[2::-1]] if trimmed else [len(sub.nodes)] * 3)
+    assert sub.hop_nodes[0] < sub.hop_nodes[1] < sub.hop_nodes[2] < sub.hop_nodes[3]

@@ -325,6 +325,29 @@ class MLP(LayerwiseGNN):
         return self.convs[i](x[:targets])
 
 
+def sampled_forward(model: nn.Module, x: torch.Tensor, sub) -> torch.Tensor:
+    """The seeds' outputs (the first ``sub.num_seeds`` rows) over a sampled
+    subgraph (``grappa.sampling.SampledSubgraph``, ``x``: its nodes' rows).
+
+    Layer i of L computes only the rows within L - 1 - i hops of the seeds, from
+    the rows within L - i (PyG's ``trim_to_layer``): the seeds' outputs are the
+    untrimmed forward's, and a 3-layer step does a fraction of the work, as
+    the outer hops hold most of the rows. Models that cannot compute a prefix
+    of rows alone run the plain forward.
+    """
+    L = getattr(model, "num_layers", 0)
+    if not (getattr(model, "computes_targets_only", False) and len(sub.hop_nodes) == L + 1):
+        return model(x, sub.edge_index)[: sub.num_seeds]
+    ei, w = model.prepare(sub.edge_index, x.size(0))  # GCN: normalised over the whole sample, as untrimmed
+    h = model.input(x)
+    for i in range(L):
+        targets, sources = sub.hop_nodes[L - 1 - i], sub.hop_nodes[L - i]
+        keep = ei[1] < targets
+        adj, _ = sparse_adjacency(ei[:, keep], None if w is None else w[keep], sources, rows=targets)
+        h = model.layer(i, h[:sources], adj, targets=targets)
+    return h[: sub.num_seeds]
+
+
 def graph_args(model: nn.Module, edge_index: torch.Tensor, num_nodes: int) -> tuple:
     """What to pass after ``x`` to ``model`` for repeated forwards over one
     graph: the prepared structure for built-in models, ``edge_index`` for others."""

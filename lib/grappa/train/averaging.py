@@ -44,7 +44,7 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from grappa.errors import InputError
 from grappa.graph.raw import SPLIT_TRAIN
-from grappa.models import graph_args
+from grappa.models import graph_args, sampled_forward
 from grappa.partition.schedule import chunk_sets, owner_of_chunks
 from grappa.sampling import NeighborSampler
 from grappa.shards.assemble import LocalGraph, load_chunk_set
@@ -130,7 +130,7 @@ class LocalTraining(Method):
             self.sampler.rng = np.random.default_rng([seed, epoch, rank, step, 2])
             sub = self.sampler.sample(seeds)
             nodes = torch.from_numpy(sub.nodes)
-            out = self.model(lg.x[nodes], sub.edge_index)[: sub.num_seeds]
+            out = sampled_forward(self.model, lg.x[nodes], sub)
             y = lg.y[nodes[: sub.num_seeds]]
         loss = loss_fn(self.task, out, y)
         loss.backward()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from grappa.models import LayerwiseGNN, graph_args, layerwise_inference
+from grappa.models import LayerwiseGNN, graph_args, layerwise_inference, sampled_forward
 from grappa.sampling import NeighborSampler
 from grappa.train.data import GraphData
 from grappa.train.evaluate import compute_metric, loss_fn
@@ -54,7 +54,7 @@ class CentralizedMethod(Method):
             sub = self.sampler.sample(seeds[lo:lo + self.cfg.batch_size])
             nodes = torch.from_numpy(sub.nodes)
             self.opt.zero_grad()
-            out = self.model(self.data.x[nodes], sub.edge_index)[: sub.num_seeds]
+            out = sampled_forward(self.model, self.data.x[nodes], sub)
             loss = loss_fn(self.task, out, self.data.y[nodes[: sub.num_seeds]])
             loss.backward()
             self.opt.step()

@@ -18,7 +18,7 @@ import torch
 
 from grappa.errors import InputError
 from grappa.graph.raw import SPLIT_TRAIN
-from grappa.models import LayerwiseGNN, graph_args
+from grappa.models import LayerwiseGNN, graph_args, sampled_forward
 from grappa.partition.schedule import SCHEDULES, chunk_sets, owner_of_chunks
 from grappa.sampling import NeighborSampler
 from grappa.shards.assemble import ShardRows, load_chunk_set
@@ -212,7 +212,7 @@ class GrappaMethod(Method):
         else:
             sub = self.sampler.sample(seeds)
             nodes = torch.from_numpy(sub.nodes)
-            out = self.model(lg.x[nodes], sub.edge_index)[: sub.num_seeds]
+            out = sampled_forward(self.model, lg.x[nodes], sub)
             y = lg.y[nodes[: sub.num_seeds]]
         loss = loss_fn(self.task, out, y, self.node_weights(seeds))
         loss.backward()

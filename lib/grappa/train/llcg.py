@@ -39,6 +39,7 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from grappa.errors import InputError, check_options
 from grappa.graph.raw import SPLIT_TRAIN
+from grappa.models import sampled_forward
 from grappa.sampling import NeighborSampler
 from grappa.shards.shard_graph import ShardGraph
 from grappa.train.averaging import LocalTraining
@@ -155,7 +156,7 @@ class LLCG(LocalTraining):
         y = torch.from_numpy(g.node_rows(seeds, "y"))
         torch.manual_seed(step_seed(seed, rnd, self.comm.size, step))  # the server's own dropout stream
         self.server_opt.zero_grad()
-        loss_fn(self.task, self.model(x, sub.edge_index)[: sub.num_seeds], y).backward()
+        loss_fn(self.task, sampled_forward(self.model, x, sub), y).backward()
         self.server_opt.step()
         self.server_steps_done += 1
 
