@@ -59,8 +59,8 @@ def reference(cora_dir, data, epochs):
     from grappa.sampling import NeighborSampler
     from grappa.shards.assemble import load_chunk_set
     from grappa.shards.format import load_manifest
+    from grappa.train.batches import epoch_order
     from grappa.train.evaluate import loss_fn
-    from grappa.train.steps import epoch_order
 
     raw_deg = np.bincount(np.asarray(RawGraph(cora_dir).dst), minlength=2708)
     sizes = [c["num_nodes"] for c in load_manifest(data)["chunks"]]

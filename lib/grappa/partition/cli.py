@@ -14,7 +14,7 @@ import sys
 
 from grappa.errors import InputError
 from grappa.partition.assignment import METHODS
-from grappa.partition.job import PartitionConfig, PeerFailed, partition
+from grappa.partition.partitioner import PartitionConfig, PeerFailed, partition
 from grappa.shards.format import FEATURE_DTYPES
 
 

@@ -48,12 +48,12 @@ from grappa.models import graph_args, sampled_forward
 from grappa.partition.schedule import chunk_sets, owner_of_chunks
 from grappa.sampling import NeighborSampler
 from grappa.shards.assemble import LocalGraph, load_chunk_set
+from grappa.train.batches import batch_seeds, epoch_order, step_seed
 from grappa.train.distributed_eval import DistributedEvaluator
 from grappa.train.evaluate import loss_fn
 from grappa.train.halo_exchange import HaloPlan
 from grappa.train.loop import StopRequested
 from grappa.train.method import Method
-from grappa.train.steps import batch_seeds, epoch_order, step_seed
 
 _GO, _LAST = 1.0, 2.0  # rank 0's round decisions: average; average and end training
 

@@ -32,9 +32,9 @@ from grappa.graph.raw import SPLIT_TRAIN
 from grappa.partition.schedule import base_variable_sets
 from grappa.shards.assemble import load_chunk_set
 from grappa.train.distributed_eval import DistributedEvaluator
+from grappa.train.gradients import allreduce_gradients
 from grappa.train.grappa_method import GrappaMethod
 from grappa.train.halo_exchange import HaloPlan
-from grappa.train.steps import allreduce_gradients
 
 
 @dataclass

@@ -22,12 +22,13 @@ from grappa.models import LayerwiseGNN, graph_args, sampled_forward
 from grappa.partition.schedule import SCHEDULES, chunk_sets, owner_of_chunks
 from grappa.sampling import NeighborSampler
 from grappa.shards.assemble import ShardRows, load_chunk_set
+from grappa.train.batches import batch_seeds, epoch_order, step_seed
 from grappa.train.distributed_eval import DistributedEvaluator
 from grappa.train.evaluate import loss_fn
+from grappa.train.gradients import allreduce_gradients
 from grappa.train.halo_exchange import HaloPlan
 from grappa.train.loop import StopRequested
 from grappa.train.method import Method
-from grappa.train.steps import allreduce_gradients, batch_seeds, epoch_order, step_seed
 
 WEIGHTINGS = ("uniform", "coverage", "shrinkage", "node")
 

@@ -25,11 +25,12 @@ from grappa.graph.raw import SPLIT_TRAIN
 from grappa.models import LayerwiseGNN
 from grappa.partition.schedule import chunk_sets, owner_of_chunks
 from grappa.shards.assemble import load_chunk_set
+from grappa.train.batches import step_seed
 from grappa.train.distributed_eval import DistributedEvaluator
 from grappa.train.evaluate import loss_fn
+from grappa.train.gradients import allreduce_gradients
 from grappa.train.halo_exchange import HaloPlan
 from grappa.train.method import Method
-from grappa.train.steps import allreduce_gradients, step_seed
 
 
 class HaloMethod(Method):
