@@ -212,9 +212,21 @@ def sparse_adjacency(edge_index, edge_weight, num_nodes, rows: int | None = None
     crow = torch.zeros(rows + 1, dtype=torch.int64)
     crow[1:] = torch.cumsum(torch.bincount(dst, minlength=rows), 0)
     w = edge_weight[order] if edge_weight is not None else torch.ones(len(order))
-    with warnings.catch_warnings():  # "sparse CSR support is in beta"
+    return csr_matrix(crow, src[order], w, (rows, num_nodes)), None
+
+
+def csr_matrix(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """A sparse CSR tensor, without torch's "sparse CSR support is in beta" warning."""
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(crow, src[order], w, (rows, num_nodes)), None
+        return torch.sparse_csr_tensor(crow, col, values, shape)
+
+
+def leading_rows(adj: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """The first ``rows`` rows of a CSR matrix as a rows x cols matrix, sharing
+    its storage (every entry of those rows must lie in the first ``cols`` columns)."""
+    end = int(adj.crow_indices()[rows])
+    return csr_matrix(adj.crow_indices()[: rows + 1], adj.col_indices()[:end], adj.values()[:end], (rows, cols))
 
 
 class SparseAdjacencyMixin:
@@ -335,16 +347,16 @@ def sampled_forward(model: nn.Module, x: torch.Tensor, sub) -> torch.Tensor:
     the outer hops hold most of the rows. Models that cannot compute a prefix
     of rows alone run the plain forward.
     """
-    L = getattr(model, "num_layers", 0)
-    if not (getattr(model, "computes_targets_only", False) and len(sub.hop_nodes) == L + 1):
+    if not (isinstance(model, LayerwiseGNN) and model.computes_targets_only
+            and len(sub.hop_nodes) == model.num_layers + 1):
         return model(x, sub.edge_index)[: sub.num_seeds]
-    ei, w = model.prepare(sub.edge_index, x.size(0))  # GCN: normalised over the whole sample, as untrimmed
-    h = model.input(x)
+    # One matrix for the whole sample (GCN: normalised over it, as untrimmed); its
+    # rows are the destinations, so each layer's targets are its leading rows.
+    adj, _ = sparse_adjacency(*model.prepare(sub.edge_index, x.size(0)), x.size(0))
+    h, L = model.input(x), model.num_layers
     for i in range(L):
         targets, sources = sub.hop_nodes[L - 1 - i], sub.hop_nodes[L - i]
-        keep = ei[1] < targets
-        adj, _ = sparse_adjacency(ei[:, keep], None if w is None else w[keep], sources, rows=targets)
-        h = model.layer(i, h[:sources], adj, targets=targets)
+        h = model.layer(i, h[:sources], leading_rows(adj, targets, sources), targets=targets)
     return h[: sub.num_seeds]
 
 

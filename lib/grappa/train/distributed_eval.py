@@ -23,7 +23,6 @@ are never held whole at all.
 """
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -33,7 +32,7 @@ from grappa.comm import MAX
 from grappa.graph.csr import index_dtype
 from grappa.graph.raw import SPLIT_TEST, SPLIT_VAL
 from grappa.memory import trim_heap
-from grappa.models import LayerwiseGNN, as_float
+from grappa.models import LayerwiseGNN, as_float, csr_matrix
 from grappa.train.evaluate import auc_inputs, roc_auc
 from grappa.train.halo_exchange import HaloPlan
 
@@ -173,10 +172,7 @@ class BlockAggregation:
         """Step b's (owned x block rows) weighted adjacency, built for one use."""
         (lo, hi), (crow, col) = self.steps[b][0], self.patterns[b]
         w = np.ones(len(col), np.float32) if src_scale is None else src_scale[lo:hi][col]
-        with warnings.catch_warnings():  # "sparse CSR support is in beta"
-            warnings.simplefilter("ignore", UserWarning)
-            return torch.sparse_csr_tensor(torch.from_numpy(crow), torch.from_numpy(col), torch.from_numpy(w),
-                                           (n, hi - lo))
+        return csr_matrix(torch.from_numpy(crow), torch.from_numpy(col), torch.from_numpy(w), (n, hi - lo))
 
     def _combine(self, model, i: int, agg: torch.Tensor, h: torch.Tensor, w) -> torch.Tensor:
         """The layer's per-node update (and the projection still owed, ``w``),
