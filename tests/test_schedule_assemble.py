@@ -133,6 +133,9 @@ def test_isolated_set_streamed_from_the_shards_equals_the_held_one(cora_k8):
     # a halo that fits the budget is still read (and its in-edges held); one that does not falls back
     fits = load_chunk_set(cora_k8, [0, 3], halo_hops=2, hold_in_edges=False)
     assert fits.halo_hops == 2 and fits.full_src_global is not None
+    # the streamed pass that found the halo fits read the set's in-edges and node arrays once more, not its features
+    features = held.x.numel() * held.x.element_size()
+    assert fits.bytes_read == load_chunk_set(cora_k8, [0, 3], halo_hops=2).bytes_read + held.bytes_read - features
     over = load_chunk_set(cora_k8, [0, 3], halo_hops=2, halo_budget_bytes=0, hold_in_edges=False)
     assert over.halo_hops == 0 and over.full_src_global is None and len(over.global_id) == held.num_owned
 

@@ -143,9 +143,14 @@ def load_chunk_set(dataset, chunks: list[int], halo_hops: int = 0, halo_budget_b
                       halo_hops=hops, bytes_read=reader.bytes_read)
 
 
-def _read_nodes(reader: ShardRows, chunks: list[int]) -> tuple[dict, np.ndarray, np.ndarray]:
-    """The set's node arrays, concatenated in chunk order and read straight
-    into place (no whole-shard copy); and the node and edge offsets of each chunk."""
+NODE_ARRAYS = ("global_id", "x", "y", "split", "in_degree")
+
+
+def _read_nodes(reader: ShardRows, chunks: list[int], keys: tuple[str, ...] = NODE_ARRAYS
+                ) -> tuple[dict, np.ndarray, np.ndarray]:
+    """The set's node arrays named in ``keys``, concatenated in chunk order
+    and read straight into place (no whole-shard copy); and the node and edge
+    offsets of each chunk."""
     m, sizes = reader.m, []
     for c in chunks:
         with _open_shard(reader.path(c)) as f:
@@ -156,6 +161,7 @@ def _read_nodes(reader: ShardRows, chunks: list[int]) -> tuple[dict, np.ndarray,
     node = {"global_id": np.empty(n, np.int64), "x": np.empty((n, m["num_features"]), feature_dtype(m)),
             "y": np.empty((n, *sizes[0][3]), sizes[0][2]), "split": np.empty(n, np.uint8),
             "in_degree": np.empty(n, np.int64)}
+    node = {k: node[k] for k in keys}
     for i, c in enumerate(chunks):
         with _open_shard(reader.path(c)) as f:
             for k, a in node.items():
@@ -208,7 +214,8 @@ def _load_isolated(reader: ShardRows, chunks: list[int], hops: int, budget: floa
     CSR order (the shards store them by destination). The same pass counts
     the halo's first hop as ``_upstream_halo`` does: None if ``hops`` asks
     for a halo and that hop fits ``budget`` (the caller then reads it)."""
-    node, _, _ = _read_nodes(reader, chunks)
+    # the features last: a halo that fits reads the set again, and they are most of its node bytes
+    node, _, _ = _read_nodes(reader, chunks, tuple(k for k in NODE_ARRAYS if k != "x"))
     gid, n = node["global_id"], len(node["global_id"])
     order = np.argsort(gid, kind="stable").astype(index_dtype(n))  # int32 sources: 4 B per kept edge
     gid_sorted = gid[order]
@@ -227,6 +234,7 @@ def _load_isolated(reader: ShardRows, chunks: list[int], hops: int, budget: floa
     indptr = np.zeros(n + 1, np.int64)
     np.cumsum(counts, out=indptr[1:])
     del missing
+    node.update(_read_nodes(reader, chunks, ("x",))[0])
     csr = CSR(indptr, np.concatenate(sources) if sources else np.zeros(0, order.dtype))
     del sources
     return LocalGraph(chunks=list(chunks), global_id=gid, num_owned=n, x=torch.from_numpy(node["x"]),
