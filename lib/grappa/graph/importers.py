@@ -170,6 +170,23 @@ def import_npz(path, out, split_index: int = 0, name: str | None = None) -> Grap
 
 
 # ---------------------------------------------------------------- MUSAE (CSV + JSON)
+def _write_binary_features(path: Path, rows: np.ndarray, cols: np.ndarray, n: int, dim: int,
+                           block: int = 4096) -> None:
+    """A dense float32 (n, dim) matrix with ones at (rows, cols), written in
+    row blocks so the dense matrix is never whole in memory (22k x 4.7k
+    floats for Facebook)."""
+    x = np.lib.format.open_memmap(path, "w+", np.float32, (n, dim))
+    order = np.argsort(rows, kind="stable")
+    rows, cols = rows[order], cols[order]
+    bounds = np.searchsorted(rows, np.arange(0, n + block, block))
+    for b, lo in enumerate(range(0, n, block)):
+        blk = np.zeros((min(block, n - lo), dim), np.float32)
+        sl = slice(bounds[b], bounds[b + 1])
+        blk[rows[sl] - lo, cols[sl]] = 1.0
+        x[lo:lo + len(blk)] = blk
+    x.flush()
+
+
 def import_musae(root, out, name: str, label_column: str | None = None, seed: int = 0) -> GraphInfo:
     """MUSAE: <name>_edges.csv (id_1,id_2), <name>_target.csv, <name>.json
     ({node: [feature ids]}, sparse binary). No standard split: random 60/20/20."""
@@ -206,22 +223,10 @@ def import_musae(root, out, name: str, label_column: str | None = None, seed: in
     lens = np.fromiter((len(v) for v in feats.values()), np.int64, len(feats))
     fidx = np.fromiter((i for v in feats.values() for i in v), np.int64, int(lens.sum()))
     dim = int(fidx.max()) + 1
-    rows_ = np.repeat(fnodes, lens)
     edges = np.concatenate(list(numeric_blocks(edges_path, 2)))
     _check_ids(edges_path, edges.ravel(), n)
     src, dst = to_undirected(edges[:, 0], edges[:, 1])
-    # Dense features written in row blocks (22k x 4.7k floats for Facebook).
-    x = np.lib.format.open_memmap(Path(out) / "x.npy", "w+", np.float32, (n, dim))
-    order = np.argsort(rows_, kind="stable")
-    rows_, fidx = rows_[order], fidx[order]
-    bounds = np.searchsorted(rows_, np.arange(0, n + 4096, 4096))
-    for b, lo in enumerate(range(0, n, 4096)):
-        blk = np.zeros((min(4096, n - lo), dim), np.float32)
-        sl = slice(bounds[b], bounds[b + 1])
-        blk[rows_[sl] - lo, fidx[sl]] = 1.0
-        x[lo:lo + len(blk)] = blk
-    x.flush()
-    del x
+    _write_binary_features(Path(out) / "x.npy", np.repeat(fnodes, lens), fidx, n, dim)
     np.save(Path(out) / "edges_src.npy", src)
     np.save(Path(out) / "edges_dst.npy", dst)
     np.save(Path(out) / "y.npy", y)

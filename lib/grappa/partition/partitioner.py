@@ -332,6 +332,27 @@ class _Job:
                 yield sort_by_dst_src(part, self.n)
 
     # ------------------------------------------------------------ driver
+    def manifest(self, chunks: list[dict], node_chunk: Path, phases_all: list, rss_all: list, t0: float) -> dict:
+        """The dataset's manifest (rank 0): the chunks' entries, the files
+        with their checksums, and how the partition was made."""
+        cfg, info = self.cfg, self.g.info
+        files = [{"name": e["file"], "size": e["size"], "sha256": e["sha256"]} for e in chunks]
+        files.append({"name": node_chunk.name, "size": node_chunk.stat().st_size, "sha256": sha256_file(node_chunk)})
+        return {
+            "schema": MANIFEST_SCHEMA, "shard_schema": "grappa-shard/1",
+            "num_chunks": self.k, "num_nodes": self.n, "num_edges": sum(e["num_edges"] for e in chunks),
+            "num_features": info.num_features, "feature_dtype": cfg.feature_dtype,
+            "num_classes": info.num_classes, "task": info.task,
+            "method": cfg.method, "seed": cfg.seed, "super_nodes": cfg.super_nodes,
+            "edge_cut_fraction": sum(e["cut_edges"] for e in chunks) / max(self.e, 1),
+            "graph": {"name": info.name, "source": str(Path(cfg.data).resolve()), "provenance": info.provenance},
+            "chunks": [{k: e[k] for k in ("chunk", "file", "num_nodes", "num_edges", "cut_edges")} for e in chunks],
+            "files": files,
+            "created_by": {"grappa": __version__, "ranks": self.size, "memory_budget_mb": cfg.memory_budget_mb,
+                           "peak_rss_mb_per_rank": [round(r, 1) for r in rss_all],
+                           "peak_rss_mb_after_phase": phases_all, "wall_s": time.perf_counter() - t0},
+        }
+
     def run(self) -> dict:
         from tqdm import tqdm
 
@@ -373,28 +394,7 @@ class _Job:
             if self.rank == 0:
                 chunks = sorted((e for part in gathered for e in part), key=lambda e: e["chunk"])
                 shutil.rmtree(spill)
-                info = self.g.info
-                files = [{"name": e["file"], "size": e["size"], "sha256": e["sha256"]} for e in chunks]
-                nc = tmp / "node_chunk.npy"
-                files.append({"name": nc.name, "size": nc.stat().st_size, "sha256": sha256_file(nc)})
-                manifest = {
-                    "schema": MANIFEST_SCHEMA, "shard_schema": "grappa-shard/1",
-                    "num_chunks": self.k, "num_nodes": self.n, "num_edges": sum(e["num_edges"] for e in chunks),
-                    "num_features": info.num_features, "feature_dtype": cfg.feature_dtype,
-                    "num_classes": info.num_classes, "task": info.task,
-                    "method": cfg.method, "seed": cfg.seed, "super_nodes": cfg.super_nodes,
-                    "edge_cut_fraction": sum(e["cut_edges"] for e in chunks) / max(self.e, 1),
-                    "graph": {"name": info.name, "source": str(Path(cfg.data).resolve()),
-                              "provenance": info.provenance},
-                    "chunks": [{k: e[k] for k in ("chunk", "file", "num_nodes", "num_edges", "cut_edges")}
-                               for e in chunks],
-                    "files": files,
-                    "created_by": {"grappa": __version__, "ranks": self.size,
-                                   "memory_budget_mb": cfg.memory_budget_mb,
-                                   "peak_rss_mb_per_rank": [round(r, 1) for r in rss_all],
-                                   "peak_rss_mb_after_phase": phases_all,
-                                   "wall_s": time.perf_counter() - t0},
-                }
+                manifest = self.manifest(chunks, tmp / "node_chunk.npy", phases_all, rss_all, t0)
                 if manifest["num_edges"] != self.e:
                     raise RuntimeError(f"internal error: wrote {manifest['num_edges']} of {self.e} edges")
                 write_manifest(tmp, manifest)

@@ -270,11 +270,7 @@ def run(cfg: TrainConfig, comm: Comm | None = None) -> dict:
     state = _resume(method, ckpt_dir, comm.rank) if cfg.resume else LoopState()
     phases = method.phases
     phases.mark("setup")  # imports, data, model, the method's own set-up, the resumed state
-    if not cfg.resume and comm.rank == 0:
-        if out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True)
-    comm.barrier()
+    _start_output(out, cfg.resume, comm)
 
     def checkpoint(epoch, step, st):
         _save(method, cfg, comm, ckpt_dir, epoch, step, st)
@@ -303,6 +299,16 @@ def run(cfg: TrainConfig, comm: Comm | None = None) -> dict:
     if own_comm:
         comm.shutdown()
     return result
+
+
+def _start_output(out: Path, resume: bool, comm: Comm) -> None:
+    """A fresh run starts from an empty ``out`` (a resumed one keeps its
+    checkpoints and metrics); every rank waits until it exists."""
+    if not resume and comm.rank == 0:
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+    comm.barrier()
 
 
 def _load_data(cls, cfg: TrainConfig):
