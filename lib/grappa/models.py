@@ -261,7 +261,13 @@ class GCN(SparseAdjacencyMixin, LayerwiseGNN):
         return self.convs[i](x, edge_index, edge_weight)
 
     def _conv_targets(self, i, x, adj, targets):
-        return self.convs[i](x, adj)  # the self-loops are edges: no root term
+        conv = self.convs[i]  # the self-loops are edges: no root term
+        if conv.in_channels > conv.out_channels:
+            return conv(x, adj)  # project every source row first: the sum then runs on narrower rows
+        # Sum first, then project only the targets (GCNConv projects every source row): a sampled
+        # step's sources are several times its targets, and the sum runs on rows no wider.
+        out = conv.lin(torch.sparse.mm(adj, x))
+        return out if conv.bias is None else out.add_(conv.bias)
 
     streams = True
 
