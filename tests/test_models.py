@@ -1,6 +1,9 @@
 """Models: PyG layers, plug-in models, exact layer-wise inference."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 from grappa.models import build_model, layerwise_inference
@@ -101,3 +104,27 @@ def test_targets_only_layer_equals_the_square_one(name):
             got = m.layer(i, xi, *rect, targets=t)
             assert got.shape == (t, want.shape[1])
             torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+
+
+def test_pyg_generated_sources_are_removed_from_the_temp_directory(tmp_path):
+    """PyG writes each conv class's compiled propagate module to the temp
+    directory and keeps it; build_model removes them (a fresh process, so
+    PyG generates them here), and the model still runs."""
+    import subprocess
+    import sys
+
+    code = """if True:
+        import sys, torch
+        from grappa.models import build_model
+        files = []
+        for name in ("gcn", "sage", "gat", "gin"):
+            m = build_model(name, 4, 8, 3, heads=2)
+            files += [sys.modules[type(c)._jinja_propagate.__module__].__file__ for c in m.convs]
+            m(torch.randn(5, 4), torch.tensor([[0, 1, 2, 3], [1, 2, 3, 4]]))
+        print("\\n".join(sorted(set(files))))
+    """
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    generated = out.split()
+    assert len(generated) >= 4 and all(Path(f).parent == tmp_path for f in generated)  # PyG wrote them there
+    assert not any(Path(f).exists() for f in generated) and not list(tmp_path.glob("*.py"))

@@ -7,8 +7,11 @@ L-hop neighbourhoods do not fit in memory at once.
 """
 from __future__ import annotations
 
+import sys
+import tempfile
 import warnings
 import weakref
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -374,12 +377,34 @@ def graph_args(model: nn.Module, edge_index: torch.Tensor, num_nodes: int) -> tu
 
 def build_model(name: str, in_dim: int, hidden: int, out_dim: int, num_layers: int = 2,
                 dropout: float = 0.5, heads: int = 8) -> LayerwiseGNN:
-    if name == "gat":
-        return GAT(in_dim, hidden, out_dim, num_layers, dropout, heads)
     classes = {"gcn": GCN, "sage": SAGE, "gin": GIN, "mlp": MLP}
-    if name not in classes:
+    if name != "gat" and name not in classes:
         raise ValueError(f"unknown model {name!r}; choose one of {MODELS}")
-    return classes[name](in_dim, hidden, out_dim, num_layers, dropout)
+    model = GAT(in_dim, hidden, out_dim, num_layers, dropout, heads) if name == "gat" else \
+        classes[name](in_dim, hidden, out_dim, num_layers, dropout)
+    remove_generated_sources(model)
+    return model
+
+
+def remove_generated_sources(model: nn.Module) -> None:
+    """Delete the source files PyG generated for ``model``'s convs.
+
+    PyG writes each conv class's compiled ``propagate`` (and ``edge_updater``)
+    module to the temp directory, once per process, and never removes it
+    (``torch_geometric/template.py``: ``delete=False``): every rank of every
+    job would leave a few files in a compute node's /tmp. The module is
+    loaded by then and its file is not read again (only tracebacks lose the
+    lines of the generated code), so the files found in the temp directory
+    are removed."""
+    tmp = Path(tempfile.gettempdir()).resolve()
+    for m in model.modules():
+        for fn in (getattr(type(m), "_jinja_propagate", None), getattr(type(m), "_jinja_edge_updater", None)):
+            module = sys.modules.get(getattr(fn, "__module__", None) or "")
+            if getattr(module, "__file__", None) is None:
+                continue
+            path = Path(module.__file__)
+            if path.parent.resolve() == tmp and path.name.startswith(f"{module.__name__}_"):
+                path.unlink(missing_ok=True)
 
 
 @torch.no_grad()

@@ -43,7 +43,7 @@ from grappa.comm import BACKENDS, ByteCounter, Comm, make_comm
 from grappa.comm.base import MIN, env_rank_size, threads_per_rank
 from grappa.errors import InputError, check_options
 from grappa.memory import reset_peak_rss
-from grappa.models import MODELS
+from grappa.models import MODELS, remove_generated_sources
 from grappa.shards.format import load_manifest
 from grappa.shards.validate import check_totals, validate_share
 from grappa.train.config import OPTIMIZERS, TrainConfig, make_optimizer
@@ -264,6 +264,7 @@ def run(cfg: TrainConfig, comm: Comm | None = None) -> dict:
     torch.manual_seed(cfg.seed)  # identical initial replicas on every rank
     np.random.seed(cfg.seed)
     model = cls.build_model(cfg, dims[0], dims[1])
+    remove_generated_sources(model)  # a method's own convs (RETEXO's stages) too
     opt = make_optimizer(cfg, model.parameters())
     stop = _install_stop_handlers() if cls.stops_on_signal else {"flag": False}
     method = cls(cfg, comm, data, model, opt, stop_flag=lambda: stop["flag"])
