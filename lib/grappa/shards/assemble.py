@@ -81,8 +81,13 @@ def _labels(y: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(y.astype(np.float32 if y.dtype == np.float32 else np.int64, copy=False))
 
 
-def _global_to_local(sorted_gid: np.ndarray, order: np.ndarray, query: np.ndarray) -> np.ndarray:
-    return order[np.searchsorted(sorted_gid, query)]
+def _position_map(gid: np.ndarray, num_nodes: int) -> np.ndarray:
+    """Global id -> position in ``gid``, dense over the graph's ids (4 B per
+    node of the graph, as the evaluator's plan holds): one lookup per edge,
+    30x faster than a binary search over the set's sorted ids on random sources."""
+    pos = np.zeros(num_nodes, index_dtype(len(gid)))
+    pos[gid] = np.arange(len(gid), dtype=pos.dtype)
+    return pos
 
 
 # What the halo holds, for its budget: a node's features, id and degree; an
@@ -118,8 +123,8 @@ def load_chunk_set(dataset, chunks: list[int], halo_hops: int = 0, halo_budget_b
     gid, x, y, split, gdeg, src_g, src_c, dst = _read_set(reader, chunks)
     n = len(gid)
     inside = chunk_mask(len(m["chunks"]), chunks)[src_c]
-    order = np.argsort(gid, kind="stable")
-    src_local, dst_in = _global_to_local(gid[order], order, src_g[inside]), dst[inside]
+    pos = _position_map(gid, m["num_nodes"])
+    src_local, dst_in = pos[src_g[inside]].astype(np.int64), dst[inside]
     all_gid, all_x, all_deg, complete, hops = gid, x, gdeg, n, 0
     if halo_hops and not inside.all():
         complete_gid, e_src, e_dst, hops = _upstream_halo(reader, gid, src_g, dst, split, inside, halo_hops,
@@ -130,10 +135,10 @@ def load_chunk_set(dataset, chunks: list[int], halo_hops: int = 0, halo_budget_b
         hx, hdeg = reader.features(halo_gid)
         all_gid, all_x, all_deg = np.concatenate([gid, halo_gid]), np.concatenate([x, hx]), np.concatenate([gdeg, hdeg])
         complete = n + len(complete_gid)
-        order = np.argsort(all_gid, kind="stable")
-        to_local = lambda g: _global_to_local(all_gid[order], order, g)  # noqa: E731
-        src_local = np.concatenate([src_local, to_local(src_g[~inside]), to_local(e_src)])
-        dst_in = np.concatenate([dst_in, dst[~inside], to_local(e_dst)])
+        del pos  # one map of the graph's ids at a time
+        pos = _position_map(all_gid, m["num_nodes"])
+        src_local = np.concatenate([src_local, pos[src_g[~inside]], pos[e_src]])
+        dst_in = np.concatenate([dst_in, dst[~inside], pos[e_dst]])
     csr = CSR.from_edges(src_local, dst_in, len(all_gid))
     coverage = (csr.in_degree()[:n] + 1) / (gdeg + 1)
     return LocalGraph(chunks=list(chunks), global_id=all_gid, num_owned=n, x=torch.from_numpy(all_x),
@@ -217,14 +222,13 @@ def _load_isolated(reader: ShardRows, chunks: list[int], hops: int, budget: floa
     # the features last: a halo that fits reads the set again, and they are most of its node bytes
     node, _, _ = _read_nodes(reader, chunks, tuple(k for k in NODE_ARRAYS if k != "x"))
     gid, n = node["global_id"], len(node["global_id"])
-    order = np.argsort(gid, kind="stable").astype(index_dtype(n))  # int32 sources: 4 B per kept edge
-    gid_sorted = gid[order]
+    pos = _position_map(gid, reader.m["num_nodes"])  # int32 sources: 4 B per kept edge
     member = chunk_mask(len(reader.m["chunks"]), chunks)
     missing, cut = np.zeros(reader.m["num_nodes"] if hops else 0, bool), 0
     counts, sources = np.zeros(n, np.int64), []
     for dst, src_g, src_c in in_edge_blocks(reader, chunks):
         inside = member[src_c]
-        sources.append(_global_to_local(gid_sorted, order, src_g[inside]))
+        sources.append(pos[src_g[inside]])
         counts += np.bincount(dst[inside], minlength=n)
         if hops:
             missing[src_g[~inside]] = True
@@ -233,9 +237,9 @@ def _load_isolated(reader: ShardRows, chunks: list[int], hops: int, budget: floa
         return None
     indptr = np.zeros(n + 1, np.int64)
     np.cumsum(counts, out=indptr[1:])
-    del missing
+    del missing, pos
     node.update(_read_nodes(reader, chunks, ("x",))[0])
-    csr = CSR(indptr, np.concatenate(sources) if sources else np.zeros(0, order.dtype))
+    csr = CSR(indptr, np.concatenate(sources) if sources else np.zeros(0, index_dtype(n)))
     del sources
     return LocalGraph(chunks=list(chunks), global_id=gid, num_owned=n, x=torch.from_numpy(node["x"]),
                       y=_labels(node["y"]), split=node["split"], global_in_degree=node["in_degree"], csr=csr,
