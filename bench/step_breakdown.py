@@ -5,12 +5,13 @@ Every rank loads its chunk set of the first super-epoch (the sweep schedule,
 as ``grappa-train --method grappa`` with an isolated set: no halo) and runs
 --steps mini-batch steps of --seeds seeds drawn from its training nodes:
 sample (the CSR sampler), gather (the sampled rows' features), forward (the
-trimmed forward and the loss), backward (and the optimizer), allreduce (the
-one gradient allreduce, 1 rank: none). The first 2 steps warm up and are
+trimmed forward and the loss), backward, allreduce (the one gradient
+allreduce, then the optimizer step; 1 rank: the step alone). The first 2 steps warm up and are
 not counted. Prints a table (mean ms per step, one row per rank) and writes
 --out as JSON.
 
     [mpirun -np P] python bench/step_breakdown.py --data SHARDS --out step.json [--seeds 256] [--steps 100]
+    python bench/step_breakdown.py --data SHARDS --as-ranks 4 --out step.json   # rank 0's step alone
 
 --seeds is the seeds of one rank's step: grappa-train's global batch B gives
 each of P ranks about B / P.
@@ -79,12 +80,15 @@ def main(argv=None) -> None:
     p.add_argument("--model", choices=MODELS, default="sage")
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--backend", choices=BACKENDS, default="auto")
+    p.add_argument("--as-ranks", type=int, default=None,
+                   help="load the chunk sets of this many ranks (default: the ranks running): one process "
+                        "with --as-ranks 4 times rank 0's step of a 4-rank run alone, without the allreduce")
     a = p.parse_args(argv)
     comm = make_comm(a.backend)
     torch.set_num_threads(threads_per_rank())
     m = load_manifest(a.data)
     t0 = time.perf_counter()
-    lg = load_chunk_set(a.data, chunk_sets("sweep", len(m["chunks"]), comm.size, 0, 0)[comm.rank],
+    lg = load_chunk_set(a.data, chunk_sets("sweep", len(m["chunks"]), a.as_ranks or comm.size, 0, 0)[comm.rank],
                         hold_in_edges=False)
     load_s = time.perf_counter() - t0
     torch.manual_seed(0)  # the same replica on every rank
@@ -95,7 +99,8 @@ def main(argv=None) -> None:
              **{f"{k}_ms": 1e3 * float(v) for k, v in zip(PHASES, r[4:])}, "step_ms": 1e3 * float(r[4:].sum())}
             for r in comm.allgather(mine, "control")]
     if comm.rank == 0:
-        print(f"{a.data}: P = {comm.size}, {a.seeds} seeds a rank, fan-outs {a.fanouts}, {a.model} {a.hidden}, "
+        print(f"{a.data}: P = {comm.size} (chunk sets of {a.as_ranks or comm.size}), {a.seeds} seeds a rank, "
+              f"fan-outs {a.fanouts}, {a.model} {a.hidden}, "
               f"{a.steps} steps, ms per step")
         print("| rank | " + " | ".join(PHASES) + " | step | sampled rows | in-set edges | load |")
         print("| ---: " * (len(PHASES) + 5) + "|")

@@ -63,6 +63,21 @@ def test_sampler_is_uniform():
     assert np.all(np.abs(freq - 0.2) < 0.03), freq
 
 
+def test_sampler_draws_every_subset_equally_often():
+    """Not only each neighbour at rate k/d: each k-subset of a node's d in-neighbours
+    at rate 1 / C(d, k) (a draw biased towards some pairs would pass the test above)."""
+    csr = CSR.from_edges(np.arange(1, 6), np.zeros(5, np.int64), 6)
+    s, draws = NeighborSampler(csr, [3], seed=1), 20000
+    seen = {}
+    for _ in range(draws):
+        sub = s.sample(np.array([0]))
+        key = tuple(sorted(sub.nodes[sub.edge_index[0].numpy()].tolist()))
+        seen[key] = seen.get(key, 0) + 1
+    assert len(seen) == 10 and all(len(k) == 3 and len(set(k)) == 3 for k in seen)
+    freq = np.array(list(seen.values())) / draws
+    assert np.all(np.abs(freq - 0.1) < 0.015), seen  # 7 standard deviations of one subset's count
+
+
 @pytest.mark.parametrize("name", ["gcn", "sage", "gin", "mlp", "gat"])
 def test_trimmed_forward_gives_the_untrimmed_seed_outputs(name):
     """sampled_forward computes layer i on the rows within L - 1 - i hops only,

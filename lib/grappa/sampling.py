@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from grappa.graph.csr import CSR
+from grappa.graph.csr import CSR, expand_ranges
 
 
 @dataclass
@@ -31,7 +31,7 @@ class SampledSubgraph:
 
 class NeighborSampler:
     def __init__(self, csr: CSR, fanouts: list[int], seed: int = 0):
-        # ``csr``: a CSR, or anything with num_nodes, in_edge_positions and
+        # ``csr``: a CSR, or anything with num_nodes, in_edge_positions, in_edge_ranges and
         # sources (grappa.shards.shard_graph.ShardGraph reads them from shards).
         self.csr = csr
         self.fanouts = list(fanouts)
@@ -40,16 +40,32 @@ class NeighborSampler:
         self._local = np.full(csr.num_nodes, -1, dtype=np.int64)
 
     def _sample_in_edges(self, frontier: np.ndarray, fanout: int):
-        pos, seg = self.csr.in_edge_positions(frontier)
-        if fanout >= 0 and len(pos):
-            counts = np.bincount(seg, minlength=len(frontier))
-            # Random order inside each destination's segment: sort by seg + U[0,1).
-            order = np.argsort(seg + self.rng.random(len(seg)), kind="stable")
-            seg_start = np.cumsum(counts) - counts
-            rank = np.arange(len(seg)) - seg_start[seg]  # seg is sorted, so is seg[order]
-            keep = order[rank < fanout]
-            pos, seg = pos[keep], seg[keep]
+        """(sources, index of the destination in ``frontier``) of up to
+        ``fanout`` in-edges of each frontier node, drawn without replacement
+        (all of them for fan-out -1)."""
+        if fanout < 0:
+            pos, seg = self.csr.in_edge_positions(frontier)
+            return self.csr.sources(pos), seg
+        starts, counts = self.csr.in_edge_ranges(frontier)
+        whole = np.flatnonzero(counts <= fanout)  # every in-edge kept: nothing to draw
+        pos, seg = expand_ranges(starts[whole], counts[whole])
+        big = np.flatnonzero(counts > fanout)
+        # The others draw only the positions they keep: the in-edges a node does not keep are never listed.
+        picked = starts[big, None] + self._distinct_offsets(counts[big], fanout)
+        pos = np.concatenate([pos, picked.ravel()])
+        seg = np.concatenate([whole[seg], np.repeat(big, fanout)])
         return self.csr.sources(pos), seg
+
+    def _distinct_offsets(self, counts: np.ndarray, k: int) -> np.ndarray:
+        """(len(counts), k): k distinct offsets in [0, counts[i]) per row, every
+        k-subset equally likely (Floyd's algorithm, one column per step for all
+        rows at once: O(rows x k^2), whatever the degrees)."""
+        out = np.empty((len(counts), k), np.int64)
+        for j in range(k):
+            top = counts - k + j  # step j draws from [0, top], and takes top itself if the draw is taken
+            t = (self.rng.random(len(counts)) * (top + 1)).astype(np.int64)
+            out[:, j] = np.where((out[:, :j] == t[:, None]).any(1), top, t)
+        return out
 
     def sample(self, seeds) -> SampledSubgraph:
         seeds = np.asarray(seeds, dtype=np.int64)

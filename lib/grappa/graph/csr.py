@@ -54,6 +54,11 @@ class CSR:
         edge the index of its destination within ``nodes``."""
         return segment_positions(self.indptr, nodes)
 
+    def in_edge_ranges(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where the in-edges of ``nodes`` start in ``indices``, and how many there are."""
+        starts = self.indptr[nodes]
+        return starts, self.indptr[nodes + 1] - starts
+
     def sources(self, pos: np.ndarray) -> np.ndarray:
         """Source node of the edges at ``pos`` (the samplers' one access to edges)."""
         return self.indices[pos]
@@ -68,8 +73,12 @@ def segment_positions(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray,
     """Every position in ``indptr[r]:indptr[r+1]`` for the rows ``rows``, and
     for each position the index of its row within ``rows``."""
     starts = indptr[rows]
-    counts = indptr[rows + 1] - starts
-    seg = np.repeat(np.arange(len(rows), dtype=np.int64), counts)
+    return expand_ranges(starts, indptr[rows + 1] - starts)
+
+
+def expand_ranges(starts: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every position in ``starts[i]:starts[i] + counts[i]``, and for each position its i."""
+    seg = np.repeat(np.arange(len(starts), dtype=np.int64), counts)
     offsets = np.arange(counts.sum(), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
     return np.repeat(starts, counts) + offsets, seg
 

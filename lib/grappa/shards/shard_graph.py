@@ -9,7 +9,7 @@ one virtual CSR by destination: the edge at virtual position ``q`` lives in
 the chunk whose edge range holds ``q``.
 
 It quacks like ``grappa.graph.csr.CSR`` for ``NeighborSampler``
-(``num_nodes``, ``in_edge_positions``, ``sources``), and ``node_rows`` reads
+(``num_nodes``, ``in_edge_positions``, ``in_edge_ranges``, ``sources``), and ``node_rows`` reads
 features, labels and split codes of any nodes. ``bytes_read`` counts the
 payload bytes read from the shards (file I/O, not network).
 """
@@ -84,6 +84,11 @@ class ShardGraph:
     # -------------------------------------------------- the sampler's interface
     def in_edge_positions(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return segment_positions(self.indptr, self.row_of[nodes])
+
+    def in_edge_ranges(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rows = self.row_of[nodes]
+        starts = self.indptr[rows]
+        return starts, self.indptr[rows + 1] - starts
 
     def sources(self, pos: np.ndarray) -> np.ndarray:
         return self._take("edges/src_global", pos, self.edge_start)
