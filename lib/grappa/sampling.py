@@ -31,7 +31,7 @@ class SampledSubgraph:
 
 class NeighborSampler:
     def __init__(self, csr: CSR, fanouts: list[int], seed: int = 0):
-        # ``csr``: a CSR, or anything with num_nodes, in_edge_positions, in_edge_ranges and
+        # ``csr``: a CSR, or anything with num_nodes, in_edge_ranges and
         # sources (grappa.shards.shard_graph.ShardGraph reads them from shards).
         self.csr = csr
         self.fanouts = list(fanouts)
@@ -43,17 +43,15 @@ class NeighborSampler:
         """(sources, index of the destination in ``frontier``) of up to
         ``fanout`` in-edges of each frontier node, drawn without replacement
         (all of them for fan-out -1)."""
-        if fanout < 0:
-            pos, seg = self.csr.in_edge_positions(frontier)
-            return self.csr.sources(pos), seg
         starts, counts = self.csr.in_edge_ranges(frontier)
-        whole = np.flatnonzero(counts <= fanout)  # every in-edge kept: nothing to draw
-        pos, seg = expand_ranges(starts[whole], counts[whole])
-        big = np.flatnonzero(counts > fanout)
-        # The others draw only the positions they keep: the in-edges a node does not keep are never listed.
-        picked = starts[big, None] + self._distinct_offsets(counts[big], fanout)
-        pos = np.concatenate([pos, picked.ravel()])
-        seg = np.concatenate([whole[seg], np.repeat(big, fanout)])
+        keep_all = counts <= fanout if fanout >= 0 else np.ones(len(counts), bool)
+        whole, big = np.flatnonzero(keep_all), np.flatnonzero(~keep_all)
+        pos, seg = expand_ranges(starts[whole], counts[whole])  # every in-edge kept: nothing to draw
+        seg = whole[seg]
+        if len(big):
+            # The others draw only the positions they keep: the in-edges a node does not keep are never listed.
+            picked = starts[big, None] + self._distinct_offsets(counts[big], fanout)
+            pos, seg = np.concatenate([pos, picked.ravel()]), np.concatenate([seg, np.repeat(big, fanout)])
         return self.csr.sources(pos), seg
 
     def _distinct_offsets(self, counts: np.ndarray, k: int) -> np.ndarray:

@@ -56,8 +56,7 @@ class CSR:
 
     def in_edge_ranges(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Where the in-edges of ``nodes`` start in ``indices``, and how many there are."""
-        starts = self.indptr[nodes]
-        return starts, self.indptr[nodes + 1] - starts
+        return row_ranges(self.indptr, nodes)
 
     def sources(self, pos: np.ndarray) -> np.ndarray:
         """Source node of the edges at ``pos`` (the samplers' one access to edges)."""
@@ -72,8 +71,13 @@ class CSR:
 def segment_positions(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Every position in ``indptr[r]:indptr[r+1]`` for the rows ``rows``, and
     for each position the index of its row within ``rows``."""
+    return expand_ranges(*row_ranges(indptr, rows))
+
+
+def row_ranges(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(start, length) of each of ``rows`` in a CSR with row pointers ``indptr``."""
     starts = indptr[rows]
-    return expand_ranges(starts, indptr[rows + 1] - starts)
+    return starts, indptr[rows + 1] - starts
 
 
 def expand_ranges(starts: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

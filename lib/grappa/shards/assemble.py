@@ -163,10 +163,9 @@ def _read_nodes(reader: ShardRows, chunks: list[int], keys: tuple[str, ...] = NO
             sizes.append((len(f["nodes/global_id"]), len(f["edges/src_global"]), y.dtype, y.shape[1:]))
     n_at, e_at = (np.cumsum([0] + [s[i] for s in sizes]) for i in (0, 1))
     n = int(n_at[-1])
-    node = {"global_id": np.empty(n, np.int64), "x": np.empty((n, m["num_features"]), feature_dtype(m)),
-            "y": np.empty((n, *sizes[0][3]), sizes[0][2]), "split": np.empty(n, np.uint8),
-            "in_degree": np.empty(n, np.int64)}
-    node = {k: node[k] for k in keys}
+    shapes = {"global_id": ((n,), np.int64), "x": ((n, m["num_features"]), feature_dtype(m)),
+              "y": ((n, *sizes[0][3]), sizes[0][2]), "split": ((n,), np.uint8), "in_degree": ((n,), np.int64)}
+    node = {k: np.empty(*shapes[k]) for k in keys}
     for i, c in enumerate(chunks):
         with _open_shard(reader.path(c)) as f:
             for k, a in node.items():

@@ -9,7 +9,7 @@ one virtual CSR by destination: the edge at virtual position ``q`` lives in
 the chunk whose edge range holds ``q``.
 
 It quacks like ``grappa.graph.csr.CSR`` for ``NeighborSampler``
-(``num_nodes``, ``in_edge_positions``, ``in_edge_ranges``, ``sources``), and ``node_rows`` reads
+(``num_nodes``, ``in_edge_ranges``, ``sources``), and ``node_rows`` reads
 features, labels and split codes of any nodes. ``bytes_read`` counts the
 payload bytes read from the shards (file I/O, not network).
 """
@@ -21,7 +21,7 @@ import h5py
 import numpy as np
 
 from grappa.errors import InputError
-from grappa.graph.csr import segment_positions
+from grappa.graph.csr import row_ranges, segment_positions
 from grappa.shards.format import load_manifest
 
 
@@ -86,9 +86,7 @@ class ShardGraph:
         return segment_positions(self.indptr, self.row_of[nodes])
 
     def in_edge_ranges(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        rows = self.row_of[nodes]
-        starts = self.indptr[rows]
-        return starts, self.indptr[rows + 1] - starts
+        return row_ranges(self.indptr, self.row_of[nodes])
 
     def sources(self, pos: np.ndarray) -> np.ndarray:
         return self._take("edges/src_global", pos, self.edge_start)
