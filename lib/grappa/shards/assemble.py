@@ -83,8 +83,9 @@ def _labels(y: np.ndarray) -> torch.Tensor:
 
 def _position_map(gid: np.ndarray, num_nodes: int) -> np.ndarray:
     """Global id -> position in ``gid``, dense over the graph's ids (4 B per
-    node of the graph, as the evaluator's plan holds): one lookup per edge,
-    30x faster than a binary search over the set's sorted ids on random sources."""
+    node of the graph, as the evaluator's plan holds): one lookup per edge, not
+    a binary search over the set's sorted ids that misses the cache on random
+    sources (a load 4x faster: docs/BENCHMARKS.md)."""
     pos = np.zeros(num_nodes, index_dtype(len(gid)))
     pos[gid] = np.arange(len(gid), dtype=pos.dtype)
     return pos
