@@ -9,7 +9,7 @@ import sys
 import time
 import traceback
 
-from grappa.errors import InputError, environment_error
+from grappa.errors import Diverged, InputError, environment_error
 from grappa.launch_env import env_rank_size
 
 
@@ -65,7 +65,8 @@ def checked_everywhere(fn, *args):
 
 def reports_input_errors(main):
     """Turn an ``InputError``, or a full, read-only or failing disk, into one
-    clear line on stderr and exit status 2; under several ranks, any other
+    clear line on stderr and exit status 2 (a ``Diverged`` run: status 1);
+    under several ranks, any other
     error ends this rank at once (status 1) with its traceback headed by the
     rank, so the job cannot hang."""
 
@@ -73,12 +74,12 @@ def reports_input_errors(main):
     def wrapper(argv=None):
         try:
             return main(argv)
-        except InputError as e:
+        except (InputError, Diverged) as e:
             if e.everywhere and env_rank_size()[0] != 0:
                 _let_rank0_report()
             else:
                 print(f"error: {e}", file=sys.stderr)
-            _leave(2)
+            _leave(2 if isinstance(e, InputError) else 1)
         except OSError as e:
             if (env := environment_error(e)) is None:
                 _failed()

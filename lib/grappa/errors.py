@@ -1,7 +1,9 @@
 """One exception type for bad user input, so every command reports it the same way."""
 from __future__ import annotations
 
+import dataclasses
 import errno
+import math
 import os
 
 
@@ -23,13 +25,33 @@ class InputError(Exception):
         super().__init__(msg)
 
 
+class Diverged(Exception):
+    """Training produced a non-finite loss or parameters: the run stops with
+    status 1 and one line, writes no result, and keeps its last checkpoint
+    (every checkpoint was written before the epoch that diverged). Every rank
+    raises it alike (the ranks agree on it), so rank 0 reports it."""
+
+    def __init__(self, epoch: int, what: str, fix: str):
+        self.everywhere = True
+        super().__init__(f"training diverged in epoch {epoch}: {what} (fix: {fix})")
+
+
 def check_options(options, checks) -> None:
-    """Raise the InputError of the first failed ``(flag, ok, what it must be)``,
-    naming the flag and the value given (for "--a/--b/--c", the first's) --
-    the one bound check of options dataclasses, generator configs and flags."""
+    """The one bound check of options dataclasses, generator configs and flags:
+    raise the InputError of the first failed ``(flag, ok, what it must be)``,
+    naming the flag and the value given (for "--a/--b/--c", the first's). A
+    float is finite wherever it enters: every float field of a dataclass, and
+    every float flag in ``checks`` (NaN or infinity would pass ``x > 0`` or fail
+    later as a NaN loss, a hang or an overflow)."""
+    if dataclasses.is_dataclass(options):
+        for f in dataclasses.fields(options):
+            value = getattr(options, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise InputError("--" + f.name.replace("_", "-"), f"must be a finite number, got {value}")
     for name, ok, want in checks:
-        if not ok:
-            raise InputError(name, f"must be {want}, got {getattr(options, name[2:].split('/')[0].replace('-', '_'))}")
+        value = getattr(options, name[2:].split("/")[0].replace("-", "_"), None)
+        if not ok or (isinstance(value, float) and not math.isfinite(value)):
+            raise InputError(name, f"must be {want}, got {value}")
 
 
 # What the machine, not the program, got wrong: reported like bad input (one line, exit 2).

@@ -21,8 +21,10 @@ Before it dies it appends ``{"rank", "phase", "count", "time"}`` as a JSON line
 to RECORD (if given), so the campaign can time the detection. A SIGKILL is
 what the OOM killer and a failed node deliver: no handler, no cleanup runs.
 ACTION ``enospc`` raises the error a full disk gives instead (at
-``checkpoint`` and ``shard``, where a file is being written). Unset, every
-``hit`` is a dictionary lookup.
+``checkpoint`` and ``shard``, where a file is being written); ACTION ``nan``
+(at ``step``) makes that collective's result NaN on that rank, as a numeric
+blow-up would, and the rank lives on. Unset, every ``hit`` is a dictionary
+lookup.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 
 PHASES = ("step", "allreduce", "checkpoint", "repartition", "eval")
-ACTIONS = ("kill", "enospc")
+ACTIONS = ("kill", "enospc", "nan")
 
 
 @dataclass
@@ -66,13 +68,16 @@ class FaultPoints:
     def from_env(cls, rank: int) -> FaultPoints:
         return cls(rank, os.environ.get("GRAPPA_FAULT"))
 
-    def hit(self, phase: str, path=None) -> None:
-        """Arrive at ``phase`` (``path``: the file being written, for ``enospc``)."""
+    def hit(self, phase: str, path=None) -> bool:
+        """Arrive at ``phase`` (``path``: the file being written, for ``enospc``);
+        True when the caller should poison its result (``nan``)."""
         if self.target is None or phase != self.target[0]:
-            return
+            return False
         self.counts[phase] = n = self.counts.get(phase, 0) + 1
         if n != self.target[1]:
-            return
+            return False
+        if self.target[3] == "nan":
+            return True
         if self.target[3] == "enospc":
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         if self.target[2]:

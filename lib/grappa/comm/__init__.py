@@ -11,9 +11,11 @@ from grappa.comm.base import AVERAGE, MAX, MIN, SUM, ByteCounter, Comm, SingleCo
 BACKENDS = ("auto", "horovod", "gloo", "single")
 
 
-def make_comm(backend: str = "auto", timeout_s: float = 600.0) -> Comm:
+def make_comm(backend: str = "auto", timeout_s: float = 600.0, expected_wait_s: float = 0.0) -> Comm:
     """``timeout_s``: how long a collective may wait for a live but silent peer
-    (a rank that died is the launcher's to catch: mpirun and srun end the job)."""
+    (a rank that died is the launcher's to catch: mpirun and srun end the job);
+    ``expected_wait_s``: the longest wait that is legitimate (a time-based
+    averaging round), which Horovod must not warn about as a stall."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown comm backend {backend!r}; choose one of {BACKENDS}")
     if backend == "auto":
@@ -31,7 +33,7 @@ def make_comm(backend: str = "auto", timeout_s: float = 600.0) -> Comm:
     if backend == "horovod":
         from grappa.comm.horovod_backend import HorovodComm
 
-        return HorovodComm(timeout_s)
+        return HorovodComm(timeout_s, expected_wait_s)
     from grappa.comm.gloo_backend import GlooComm
 
     return GlooComm(timeout_s)

@@ -6,10 +6,23 @@ import torch
 from grappa.comm.base import AVERAGE, MAX, MIN, SUM, Comm, Pending
 
 
+def stall_check_s(timeout_s: float, expected_wait_s: float) -> int:
+    """Seconds before Horovod warns of a stall ("... which will cause deadlock"):
+    60 s (or HOROVOD_STALL_CHECK_TIME_SECONDS), raised past the longest legitimate
+    wait (a time-based averaging round, when ranks post a broadcast that rank 0
+    answers T seconds later), and never past the shutdown at the timeout."""
+    import math
+    import os
+
+    base = int(os.environ.get("HOROVOD_STALL_CHECK_TIME_SECONDS", 60))
+    legit = math.ceil(1.25 * expected_wait_s) + 5 if expected_wait_s > 0 else 0
+    return max(1, min(max(base, legit), int(timeout_s)))
+
+
 class HorovodComm(Comm):
     name = "horovod"
 
-    def __init__(self, timeout_s: float = 600.0):
+    def __init__(self, timeout_s: float = 600.0, expected_wait_s: float = 0.0):
         import os
 
         # grappa's collectives vary in shape (eval exchanges), which only churns
@@ -17,7 +30,7 @@ class HorovodComm(Comm):
         os.environ.setdefault("HOROVOD_CACHE_CAPACITY", "0")
         # A rank that stops submitting (hung, not dead) ends the job instead of
         # stalling it forever: warn after 60 s, shut down after the timeout.
-        os.environ.setdefault("HOROVOD_STALL_CHECK_TIME_SECONDS", str(int(min(60, timeout_s))))
+        os.environ["HOROVOD_STALL_CHECK_TIME_SECONDS"] = str(stall_check_s(timeout_s, expected_wait_s))
         os.environ.setdefault("HOROVOD_STALL_SHUTDOWN_TIME_SECONDS", str(int(timeout_s)))
         import horovod.torch as hvd
 

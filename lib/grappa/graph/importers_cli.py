@@ -13,7 +13,7 @@ from pathlib import Path
 
 from grappa.atomic import atomic_dir
 from grappa.cli_util import reports_input_errors
-from grappa.errors import InputError
+from grappa.errors import InputError, check_options
 from grappa.graph.importers import IMPORTERS
 from grappa.graph.raw import RawGraph
 
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run_import(a) -> None:
     if a.format not in IMPORTERS:
         raise InputError(a.input, f"unknown format {a.format!r}", f"choose one of {', '.join(IMPORTERS)}")
+    check_options(a, (("--num-nodes", a.num_nodes is None or a.num_nodes >= 1, "at least 1"),))
     with atomic_dir(a.out, a.overwrite) as tmp:
         if a.format == "planetoid":
             IMPORTERS["planetoid"](a.input, tmp, name=a.name or "cora", normalize=not a.no_normalize)

@@ -6,7 +6,7 @@ A directory holding::
     edges_src.npy    int64[E]   directed edges src -> dst (undirected inputs
     edges_dst.npy    int64[E]   store both directions)
     x.npy            float32[N, F]
-    y.npy            int64[N] (multiclass; -1 = unlabelled) or float32[N, C]
+    y.npy            int64[N] (multiclass: classes 0..C-1, every node) or float32[N, C]
     split.npy        uint8[N]   0 none, 1 train, 2 val, 3 test
 
 Every array is memory-mappable, so readers take slices without loading it.
@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from grappa.errors import InputError
+from grappa.graph.node_checks import NodeFiles, check_has_training_nodes, check_node_rows
 from grappa.graph.npy_stream import npy_shape
 
 SCHEMA = "grappa-raw/1"
@@ -112,35 +113,18 @@ class RawGraph:
                 if b.size and (b.min() < 0 or b.max() >= n):
                     bad = int(b[(b < 0) | (b >= n)][0])
                     raise InputError(self.dir / name, f"node id {bad} out of range [0, {n})")
-        for lo in range(0, n, _BLOCK):
-            if not np.isfinite(np.asarray(self.x[lo:lo + _BLOCK])).all():
-                raise InputError(self.dir / "x.npy", "features contain NaN or infinity",
-                                 "clean or impute the features before importing")
-        self._validate_labels_and_split()
+        self._validate_nodes()
         return self
 
-    def _validate_labels_and_split(self) -> None:
-        """Labels in [0, C) (multiclass, integers), split codes 0-3, at least one training node."""
-        n, c = self.info.num_nodes, self.info.num_classes
-        train = 0
-        for lo in range(0, n, _BLOCK):
-            y, sp = np.asarray(self.y[lo:lo + _BLOCK]), np.asarray(self.split[lo:lo + _BLOCK])
-            if self.info.task != "multilabel" and y.size:
-                if not np.issubdtype(y.dtype, np.integer):
-                    raise InputError(self.dir / "y.npy", f"labels have dtype {y.dtype}, not integers",
-                                     "store class indices 0..C-1 as integers")
-                if y.min() < 0 or y.max() >= c:
-                    bad = int(np.flatnonzero((y < 0) | (y >= c))[0])
-                    raise InputError(self.dir / "y.npy", f"label {int(y[bad])} of node {lo + bad} is outside "
-                                     f"[0, {c}) (graph.json num_classes {c})",
-                                     "fix the labels or num_classes, then re-import")
-            if sp.size and sp.max() > SPLIT_TEST:
-                raise InputError(self.dir / "split.npy", f"split code {int(sp.max())} is not 0-3",
-                                 "0 none, 1 train, 2 val, 3 test")
-            train += int((sp == SPLIT_TRAIN).sum())
-        if n and not train:
-            raise InputError(self.dir / "split.npy", "no training nodes (no split code 1)",
-                             "give a train mask, or import with a random split")
+    def _validate_nodes(self) -> None:
+        """The shared node checks (``grappa.graph.node_checks``) over x, y and split, in blocks."""
+        n, where = self.info.num_nodes, NodeFiles.raw(self.dir)
+        train, rows = 0, max(1024, min(_BLOCK, (1 << 27) // max(self.x[:1].nbytes, 1)))  # ~128 MB of x a block
+        for lo in range(0, n, rows):
+            hi = lo + rows
+            train += check_node_rows(where, np.asarray(self.x[lo:hi]), np.asarray(self.y[lo:hi]),
+                                     np.asarray(self.split[lo:hi]), self.info.task, self.info.num_classes, lo)
+        check_has_training_nodes(where, n, train)
 
     def load_edges(self) -> tuple[np.ndarray, np.ndarray]:
         return np.asarray(self.src), np.asarray(self.dst)

@@ -18,6 +18,26 @@ def _opener(path: Path):
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
+def _check_columns(path: Path, data: bytes, ncols: int, line0: int) -> None:
+    """Every non-blank line of ``data`` (separators already single spaces,
+    comments blanked) holds ``ncols`` fields: a 3-column edge list read as a
+    flat stream of ids would pair them wrongly. Vectorised over the bytes."""
+    b = np.frombuffer(data, np.uint8)
+    if not b.size:
+        return
+    field = (b != ord(" ")) & (b != ord("\n")) & (b != ord("\r"))
+    starts = field & ~np.concatenate(([False], field[:-1]))  # first byte of each field
+    line = np.cumsum(b == ord("\n")) - (b == ord("\n"))  # the line each byte belongs to
+    counts = np.bincount(line[starts], minlength=int(line[-1]) + 1)
+    bad = np.flatnonzero((counts != 0) & (counts != ncols))
+    if len(bad):
+        i = int(bad[0])
+        raise InputError(path, f"line {line0 + i + 1} has {counts[i]} columns, expected {ncols}",
+                         f"give {ncols} numeric columns per line" + (" (an edge list holds source and destination "
+                                                                       "ids only: drop weights and other columns)"
+                                                                       if ncols == 2 else ""))
+
+
 def numeric_blocks(path, ncols: int, dtype=np.int64, block_bytes: int = 1 << 26,
                    skip_header: bool | None = None) -> Iterator[np.ndarray]:
     """Yield [rows, ncols] arrays from a delimited numeric text file.
@@ -30,7 +50,7 @@ def numeric_blocks(path, ncols: int, dtype=np.int64, block_bytes: int = 1 << 26,
         raise InputError(path, "file is missing")
     rest = b""
     first = True
-    row0 = 0
+    row0 = line0 = 0  # rows yielded, lines consumed (for error messages)
     with _opener(path) as f:
         while True:
             try:
@@ -50,9 +70,12 @@ def numeric_blocks(path, ncols: int, dtype=np.int64, block_bytes: int = 1 << 26,
                 is_header = not re.fullmatch(rb"[\s0-9eE+\-.,naNA]*", head)
                 if skip_header or (skip_header is None and is_header):
                     data = data[line_end + 1:] if line_end >= 0 else b""
+                    line0 += 1
             if data:
-                data = _COMMENT.sub(b"", data)
-                text = re.sub(rb"[,\t ]+", b" ", data).decode("ascii", "replace")
+                data = re.sub(rb"[,\t ]+", b" ", _COMMENT.sub(b"", data))
+                _check_columns(path, data, ncols, line0)
+                line0 += data.count(b"\n")
+                text = data.decode("ascii", "replace")
                 with warnings.catch_warnings():
                     warnings.simplefilter("error")
                     try:

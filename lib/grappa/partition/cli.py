@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from grappa.errors import InputError
+from grappa.cli_util import checked_everywhere
+from grappa.errors import InputError, check_options
 from grappa.partition.assignment import METHODS
 from grappa.partition.partitioner import PartitionConfig, PeerFailed, partition
 from grappa.shards.format import FEATURE_DTYPES
@@ -50,10 +51,13 @@ def main(argv=None) -> None:
 
     rank = MPI.COMM_WORLD.Get_rank()
     try:
+        checked_everywhere(check_options, a, (
+            ("--super-nodes", a.super_nodes is None or a.super_nodes >= a.num_chunks, "at least --num-chunks"),
+            ("--memory-budget", a.memory_budget >= 1, "at least 1 (MB)")))
         m = partition(cfg)
     except InputError as e:
-        # Global checks fail identically everywhere: report once. Data errors: the rank that saw it.
-        if rank == 0 or e.path not in ("--method", "--num-chunks", a.out):
+        # Errors every rank finds alike are reported by rank 0; any other by the one rank that raises it.
+        if rank == 0 or not e.everywhere:
             print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except PeerFailed:

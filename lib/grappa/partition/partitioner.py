@@ -24,8 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from grappa import __version__
+from grappa.cli_util import checked_everywhere
 from grappa.errors import InputError, environment_error
 from grappa.faults import FaultPoints
+from grappa.graph.node_checks import NodeFiles, check_has_training_nodes, check_node_rows
 from grappa.graph.raw import RawGraph
 from grappa.partition.assignment import METHODS, RandomAssignment, TableAssignment, metis_assignment
 from grappa.shards.format import MANIFEST_SCHEMA, ShardWriter, sha256_file, shard_name, write_manifest
@@ -107,12 +109,26 @@ class _Job:
             raise InputError(out, "output directory already exists", "pass --overwrite or choose another --out")
 
     def agree(self, local_error: InputError | None) -> None:
-        """Collective: if any rank hit bad input, every rank stops."""
-        flag = self.comm.allreduce(1 if local_error else 0, op=self.MPI.MAX)
-        if local_error:
+        """Collective: if any rank hit bad input, every rank stops; the lowest
+        such rank raises its error (one message), the others ``PeerFailed``."""
+        first = self.comm.allreduce(self.rank if local_error else self.size, op=self.MPI.MIN)
+        if first == self.rank:
             raise local_error
-        if flag:
+        if first < self.size:
             raise PeerFailed()
+
+    @staticmethod
+    def disk(fn, *args, where: Path | None = None):
+        """``(fn(*args), None)``, or ``(None, InputError)`` when a full, read-only or
+        failing disk stopped it: the error every rank then agrees on, naming the
+        file (or ``where``, for a write to an open file, whose error names none)."""
+        try:
+            return fn(*args), None
+        except OSError as e:
+            e.filename = e.filename or (str(where) if where else None)
+            if (err := environment_error(e)) is None:
+                raise
+            return None, err
 
     def slice_of(self, total: int) -> tuple[int, int]:
         per = -(-total // self.size)
@@ -157,7 +173,7 @@ class _Job:
                 if len(src) and (min(src.min(), dst.min()) < 0 or max(src.max(), dst.max()) >= self.n):
                     raise InputError(self.g.dir / "edges_src.npy", f"node ids out of range [0, {self.n})")
                 table = metis_assignment(src, dst, self.n, self.k, cfg.seed, cfg.method, cfg.super_nodes)
-                np.save(tmp / "node_chunk.npy", table.astype(np.int32))
+                err = self.disk(np.save, tmp / "node_chunk.npy", table.astype(np.int32))[1]
             except MemoryError:
                 err = InputError(self.g.dir, f"graph too large for METIS in one process ({self.e} edges)",
                                  "use --method random, which streams")
@@ -169,13 +185,12 @@ class _Job:
     def route_edges(self, assign, spill: Path, bar) -> None:
         lo, hi = self.slice_of(self.e)
         rounds = self.comm.allreduce(-(-(hi - lo) // self.block_edges), op=self.MPI.MAX)
-        buf, buffered = [], 0
+        buf, buffered, err = [], 0, None
         for i in range(rounds):
             a, b = min(lo + i * self.block_edges, hi), min(lo + (i + 1) * self.block_edges, hi)
             pairs = np.empty((b - a, 2), np.int64)
             pairs[:, 0] = read_rows(self.g.src, a, b)
             pairs[:, 1] = read_rows(self.g.dst, a, b)
-            err = None
             for col, name in ((0, "edges_src.npy"), (1, "edges_dst.npy")):
                 v = pairs[:, col]
                 if len(v) and (v.min() < 0 or v.max() >= self.n):
@@ -190,10 +205,10 @@ class _Job:
             buf.append((rchunk, rpairs))
             buffered += rpairs.nbytes + rchunk.nbytes
             if buffered > self.spill_limit:
-                self._flush_edges(buf, spill)
+                err = self.disk(self._flush_edges, buf, spill, where=spill)[1]  # agreed on with the next round's checks
                 buf, buffered = [], 0
             bar.update((b - a) * self.size)  # approximate: slices are equal up to one block
-        self._flush_edges(buf, spill)
+        self.agree(err or self.disk(self._flush_edges, buf, spill, where=spill)[1])
 
     def _flush_edges(self, buf, spill: Path) -> None:
         """Append buffered edges to per-chunk spill files; each buffer holds P chunk-sorted runs."""
@@ -211,42 +226,58 @@ class _Job:
                 f.close()
 
     def route_nodes(self, assign, spill: Path, node_chunk_path: Path) -> None:
+        """Route each node row to its chunk's owner, checking every block as
+        import and validate do (``grappa.graph.node_checks``)."""
         lo, hi = self.slice_of(self.n)
         rounds = self.comm.allreduce(-(-(hi - lo) // self.block_nodes), op=self.MPI.MAX)
         table = np.load(node_chunk_path, mmap_mode="r+") if self.cfg.method == "random" else None
+        info, where = self.g.info, NodeFiles.raw(self.g.dir)
+        train, err = 0, None
         for i in range(rounds):
             a, b = min(lo + i * self.block_nodes, hi), min(lo + (i + 1) * self.block_nodes, hi)
             ids = np.arange(a, b, dtype=np.int64)
-            x = read_rows(self.g.x, a, b).astype(np.float32, copy=False)
-            err = None
-            if not np.isfinite(x).all():
-                err = InputError(self.g.dir / "x.npy", "features contain NaN or infinity",
-                                 "clean or impute the features before partitioning")
-            elif self.cfg.feature_dtype != "float32":
-                x = x.astype(self.cfg.feature_dtype)
-                if not np.isfinite(x).all():
-                    err = InputError(self.g.dir / "x.npy", f"features exceed {self.cfg.feature_dtype}'s range "
-                                     f"(|x| > {float(np.finfo(x.dtype).max):g})",
-                                     "partition with --feature-dtype float32, or rescale the features")
-            self.agree(err)
-            y = read_rows(self.g.y, a, b)
-            split = read_rows(self.g.split, a, b).astype(np.uint8, copy=False)
+            x, y = read_rows(self.g.x, a, b).astype(np.float32, copy=False), read_rows(self.g.y, a, b)
+            split = read_rows(self.g.split, a, b)
+            try:
+                train += check_node_rows(where, x, y, split, info.task, info.num_classes, a)
+                x = self._stored_features(x)
+            except InputError as e:
+                err = err or e
+            self.agree(err)  # this block's values, or the last block's spill write
+            y = y.astype(np.float32 if info.task == "multilabel" else np.int64, copy=False)  # as the shards store it
             chunk = assign(ids)
             if table is not None:
                 table[a:b] = chunk
-            rids, rx, ry, rsplit, rchunk = self.exchange([ids, x, y, split, chunk], chunk % self.size)
-            order = np.argsort(rchunk, kind="stable")
-            rchunk = rchunk[order]
-            bounds = np.flatnonzero(np.diff(rchunk)) + 1
-            for seg in np.split(np.arange(len(rchunk)), bounds):
-                if not len(seg):
-                    continue
-                c = int(rchunk[seg[0]])
-                for name, arr in (("ids", rids), ("x", rx), ("y", ry), ("split", rsplit)):
-                    with open(spill / f"nodes-{c}.{name}.bin", "ab") as f:
-                        f.write(np.ascontiguousarray(arr[order][seg]).tobytes())
+            routed = self.exchange([ids, x, y, split.astype(np.uint8, copy=False), chunk], chunk % self.size)
+            err = self.disk(self._spill_nodes, spill, *routed, where=spill)[1]
+        self.agree(err)
         if table is not None:
             table.flush()
+        checked_everywhere(check_has_training_nodes, where, self.n, self.comm.allreduce(train, op=self.MPI.SUM))
+
+    def _stored_features(self, x: np.ndarray) -> np.ndarray:
+        """``x`` at the shards' feature dtype; values beyond its range are refused."""
+        if self.cfg.feature_dtype == "float32":
+            return x
+        x = x.astype(self.cfg.feature_dtype)
+        if not np.isfinite(x).all():
+            raise InputError(self.g.dir / "x.npy", f"features exceed {self.cfg.feature_dtype}'s range "
+                             f"(|x| > {float(np.finfo(x.dtype).max):g})",
+                             "partition with --feature-dtype float32, or rescale the features")
+        return x
+
+    @staticmethod
+    def _spill_nodes(spill: Path, rids, rx, ry, rsplit, rchunk) -> None:
+        """Append the received rows to their chunks' spill files."""
+        order = np.argsort(rchunk, kind="stable")
+        rchunk = rchunk[order]
+        arrays = {name: arr[order] for name, arr in (("ids", rids), ("x", rx), ("y", ry), ("split", rsplit))}
+        starts = np.flatnonzero(np.diff(rchunk, prepend=-1))
+        for s, e in zip(starts.tolist(), np.append(starts[1:], len(rchunk)).tolist()):
+            c = int(rchunk[s])
+            for name, arr in arrays.items():
+                with open(spill / f"nodes-{c}.{name}.bin", "ab") as f:
+                    f.write(arr[s:e].tobytes())
 
     def write_shards(self, assign, spill: Path, tmp: Path) -> list[dict]:
         info = self.g.info
@@ -358,17 +389,12 @@ class _Job:
 
         cfg = self.cfg
         t0 = time.perf_counter()
-        self.check_args()
         out = Path(cfg.out)
         tmp = out.parent / f".{out.name}.tmp-partition"
-        if self.rank == 0:
-            shutil.rmtree(tmp, ignore_errors=True)
-            (tmp / "spill").mkdir(parents=True)
-            np.lib.format.open_memmap(tmp / "node_chunk.npy", "w+", np.int32, (self.n,)).flush()
-        self.comm.Barrier()
         spill = tmp / "spill"
         ok = False
-        try:
+        try:  # a full, read-only or failing disk anywhere: one line from one rank, nothing left
+            self.agree(self.disk(self._start, tmp)[1] if self.rank == 0 else None)
             assign = self.assignment(tmp)
             bar = tqdm(total=self.e, unit="edge", unit_scale=True, desc="route edges",
                        disable=not cfg.progress or self.rank != 0)
@@ -379,33 +405,39 @@ class _Job:
             self.route_nodes(assign, spill, tmp / "node_chunk.npy")
             phases["route_nodes"] = _peak_rss_mb()
             self.comm.Barrier()  # all spills complete
-            try:
-                entries, err = self.write_shards(assign, spill, tmp), None
-            except OSError as e:  # a full or failing disk on this rank: every rank stops, one message
-                if (err := environment_error(e)) is None:
-                    raise
-                entries = []
+            entries, err = self.disk(self.write_shards, assign, spill, tmp, where=tmp)
             self.agree(err)
             phases["write_shards"] = rss_mb = _peak_rss_mb()
             phases_all = self.comm.gather(phases, root=0)
             gathered = self.comm.gather(entries, root=0)
             rss_all = self.comm.gather(rss_mb, root=0)
-            manifest = None
+            manifest = err = None
             if self.rank == 0:
                 chunks = sorted((e for part in gathered for e in part), key=lambda e: e["chunk"])
-                shutil.rmtree(spill)
                 manifest = self.manifest(chunks, tmp / "node_chunk.npy", phases_all, rss_all, t0)
-                if manifest["num_edges"] != self.e:
-                    raise RuntimeError(f"internal error: wrote {manifest['num_edges']} of {self.e} edges")
-                write_manifest(tmp, manifest)
-                if out.exists():
-                    shutil.rmtree(out)
-                os.replace(tmp, out)
+                err = self.disk(self._finish, tmp, out, manifest)[1]
+            self.agree(err)
             ok = True
             return self.comm.bcast(manifest, root=0)
         finally:
             if not ok and self.rank == 0:
                 shutil.rmtree(tmp, ignore_errors=True)
+
+    def _start(self, tmp: Path) -> None:
+        """Rank 0: the temporary output directory, its spill folder and an empty node map."""
+        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / "spill").mkdir(parents=True)
+        np.lib.format.open_memmap(tmp / "node_chunk.npy", "w+", np.int32, (self.n,)).flush()
+
+    def _finish(self, tmp: Path, out: Path, manifest: dict) -> None:
+        """Rank 0: the manifest written, then the whole directory renamed into place."""
+        if manifest["num_edges"] != self.e:
+            raise RuntimeError(f"internal error: wrote {manifest['num_edges']} of {self.e} edges")
+        shutil.rmtree(tmp / "spill")
+        write_manifest(tmp, manifest)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
 
 
 def partition(cfg: PartitionConfig, comm=None) -> dict:
@@ -414,4 +446,6 @@ def partition(cfg: PartitionConfig, comm=None) -> dict:
         from mpi4py import MPI
 
         comm = MPI.COMM_WORLD
-    return _Job(cfg, comm).run()
+    job = checked_everywhere(_Job, cfg, comm)  # the raw graph's shapes and the flags: every rank alike
+    checked_everywhere(job.check_args)
+    return job.run()

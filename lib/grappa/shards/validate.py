@@ -15,15 +15,16 @@ import numpy as np
 
 from grappa.cli_util import reports_input_errors
 from grappa.errors import InputError
+from grappa.graph.node_checks import NodeFiles, check_features, check_has_training_nodes, check_node_rows
 from grappa.shards.format import SCHEMA, feature_dtype, load_manifest, sha256_file
 
 
 def validate_dataset(directory, check_checksums: bool = True) -> dict:
     """Every check, in order; the first problem raises ``InputError``. Returns the manifest."""
-    m, problem, nodes, edges = validate_share(directory, 0, 1, check_checksums)
+    m, problem, totals = validate_share(directory, 0, 1, check_checksums)
     if problem is not None:
         raise problem[1]
-    check_totals(directory, m, nodes, edges)
+    check_totals(directory, m, totals)
     return m
 
 
@@ -33,14 +34,14 @@ def validate_share(directory, rank: int, size: int, check_checksums: bool = True
     checksum of file i and the checks of shard c only where i, c = rank mod
     size, so ranks that validate together each read 1/size of the bytes.
     Returns (manifest, first problem as (position in validation order,
-    InputError) or None, nodes and edges in its shards). A broken manifest
-    raises at once (every rank finds it)."""
+    InputError) or None, [nodes, edges, training nodes] in its shards). A
+    broken manifest raises at once (every rank finds it)."""
     d = Path(directory)
     m = load_manifest(d)
     n, k, files = m["num_nodes"], m["num_chunks"], m["files"]
     if len(m["chunks"]) != k:
         raise InputError(d / "manifest.json", f"lists {len(m['chunks'])} chunks, expected num_chunks={k}")
-    nodes = edges = at = 0  # at: the position of the check under way
+    totals, at = np.zeros(3, np.int64), 0  # at: the position of the check under way
     try:
         for at, entry in enumerate(files):
             _check_file(d / entry["name"], entry, check_checksums and at % size == rank)
@@ -52,18 +53,21 @@ def validate_share(directory, rank: int, size: int, check_checksums: bool = True
                              "re-run the partitioner")
         for c in range(rank, k, size):
             at = len(files) + 1 + c
-            nn, ne = _check_chunk(d, m, c, node_chunk)
-            nodes, edges = nodes + nn, edges + ne
+            totals += _check_chunk(d, m, c, node_chunk)
     except InputError as e:
-        return m, (at, e), nodes, edges
-    return m, None, nodes, edges
+        return m, (at, e), totals.tolist()
+    return m, None, totals.tolist()
 
 
-def check_totals(directory, m: dict, nodes: int, edges: int) -> None:
-    """The shards' node and edge totals (summed over the shares) against the manifest."""
+def check_totals(directory, m: dict, totals) -> None:
+    """The shards' node, edge and training-node totals (summed over the shares)
+    against the manifest; a dataset without training nodes is refused here as
+    on import (``grappa.graph.node_checks``)."""
+    nodes, edges, train = (int(t) for t in totals)
     if nodes != m["num_nodes"] or edges != m["num_edges"]:
         raise InputError(Path(directory) / "manifest.json", f"shards hold {nodes} nodes / {edges} edges, "
                          f"manifest says {m['num_nodes']} / {m['num_edges']}")
+    check_has_training_nodes(NodeFiles.shard(directory), nodes, train)  # "DIR (nodes/split): ..."
 
 
 def _check_file(p: Path, entry: dict, checksum: bool) -> None:
@@ -76,16 +80,28 @@ def _check_file(p: Path, entry: dict, checksum: bool) -> None:
         raise InputError(p, "SHA-256 differs from manifest.json", "the file is corrupt; re-run the partitioner")
 
 
-def _check_chunk(d: Path, m: dict, c: int, node_chunk) -> tuple[int, int]:
+def _check_chunk(d: Path, m: dict, c: int, node_chunk) -> tuple[int, int, int]:
+    """One shard: (nodes, edges, training nodes)."""
     entry = m["chunks"][c]
     p = d / entry["file"]
     try:
         with h5py.File(p, "r") as f:
             nn, ne = _check_shard(p, f, c, entry, m["num_nodes"], node_chunk)
             _check_features(p, f, m, nn)
+            train = _check_node_values(p, f, m)
     except (OSError, KeyError) as e:
         raise InputError(p, f"cannot read shard ({e})", "re-run the partitioner") from e
-    return nn, ne
+    return nn, ne, train
+
+
+def _check_node_values(p: Path, f: h5py.File, m: dict) -> int:
+    """The node checks import and training run (labels, split codes, finite
+    features), features read in blocks; returns the shard's training nodes."""
+    where, x = NodeFiles.shard(p), f["nodes/x"]
+    rows = max(1024, (1 << 27) // max(x.dtype.itemsize * m["num_features"], 1))
+    for lo in range(0, len(x), rows):
+        check_features(where, x[lo:lo + rows])
+    return check_node_rows(where, None, f["nodes/y"][()], f["nodes/split"][()], m["task"], m["num_classes"])
 
 
 _EDGE_BLOCK = 1 << 20  # edges per read: validation memory stays bounded whatever the shard size

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from grappa.errors import InputError
+from grappa.errors import check_options
 from grappa.graph.raw import SPLIT_TRAIN
 from grappa.models import graph_args, sampled_forward
 from grappa.partition.schedule import chunk_sets, owner_of_chunks
@@ -72,14 +72,12 @@ class AveragingOptions:
         "help": "testing only: the last rank sleeps this many seconds after each step"})
 
     def __post_init__(self):
-        if self.average_every_steps < 0 or self.drop_parts < 0:
-            raise InputError("--average-every-steps/--drop-parts", "must be >= 0")
-        if self.average_every_steps == 0 and self.average_every_seconds <= 0:
-            raise InputError("--average-every-seconds", f"must be > 0, got {self.average_every_seconds}",
-                             "or use --average-every-steps N")
-        if self.time_budget < 0 or self.slow_rank_delay < 0:
-            raise InputError("--time-budget/--slow-rank-delay", "must be >= 0")
-
+        check_options(self, (("--average-every-steps", self.average_every_steps >= 0, "0 (time mode) or more"),
+                             ("--average-every-seconds", self.average_every_steps or self.average_every_seconds > 0,
+                              "positive seconds (or use --average-every-steps N)"),
+                             ("--time-budget", self.time_budget >= 0, "0 (none) or more seconds"),
+                             ("--drop-parts", self.drop_parts >= 0, "0 or more"),
+                             ("--slow-rank-delay", self.slow_rank_delay >= 0, "0 or more seconds")))
 
 class LocalTraining(Method):
     """What every method that trains on its own part without per-step
@@ -189,6 +187,11 @@ class ModelAveraging(LocalTraining):
     @classmethod
     def parts_for(cls, options, world_size: int) -> int:
         return world_size + options.drop_parts
+
+    @classmethod
+    def expected_wait_s(cls, options) -> float:
+        """Time mode: a rank waits up to T for rank 0's decision that ends a round."""
+        return 0.0 if options.average_every_steps else options.average_every_seconds
 
     def local_step(self, epoch: int, step: int, order: np.ndarray) -> float | None:
         loss = super().local_step(epoch, step, order)

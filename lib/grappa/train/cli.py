@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -49,7 +50,7 @@ from grappa.shards.validate import check_totals, validate_share
 from grappa.train.config import OPTIMIZERS, TrainConfig, make_optimizer
 from grappa.train.data import load_graph
 from grappa.train.evaluate import METRICS, resolve_metric
-from grappa.train.loop import LoopState, StopRequested, build_result, run_epochs, write_result
+from grappa.train.loop import LoopState, StopRequested, build_result, check_finite, run_epochs, write_result
 from grappa.train.method import ShardedData, add_option_flags, options_from_args, raw_graph_hint, shards_hint
 from grappa.train.metrics_log import MetricsLog
 from grappa.train.registry import METHODS, option_groups, partition_spec, resolve
@@ -106,6 +107,11 @@ def config_from_args(a) -> TrainConfig:
     cfg.progress = not a.no_progress
     cfg.options = options_from_args(resolve(cfg.method), a, a.option_fields)
     validate_numbers(cfg)
+    wait = resolve(cfg.method).expected_wait_s(cfg.options)
+    if wait >= cfg.comm_timeout:  # the timeout would end a legal round as a hung rank
+        raise InputError("--comm-timeout", f"must exceed the longest legitimate wait of --method {cfg.method} "
+                         f"({wait:g} s: its averaging period), got {cfg.comm_timeout:g}",
+                         f"raise --comm-timeout above {wait:g}, or average more often")
     if cfg.method == "halo" and cfg.batch_size:
         raise InputError("--batch-size", "--method halo is full-graph training", "use --batch-size 0")
     if cfg.batch_size and len(cfg.fanouts) != cfg.layers:
@@ -115,10 +121,11 @@ def config_from_args(a) -> TrainConfig:
 
 
 def validate_numbers(cfg: TrainConfig) -> None:
-    """Every numeric flag at the boundary where it enters: one clear error, not a traceback later."""
+    """Every numeric flag at the boundary where it enters: one clear error, not a
+    traceback later (``check_options`` also refuses NaN and infinity in every float)."""
     checks = [("--layers", cfg.layers >= 1, "at least 1"), ("--epochs", cfg.epochs >= 1, "at least 1"),
               ("--hidden", cfg.hidden >= 1, "at least 1"), ("--heads", cfg.heads >= 1, "at least 1"),
-              ("--lr", cfg.lr > 0 and np.isfinite(cfg.lr), "a positive number"),
+              ("--lr", cfg.lr > 0, "a positive number"),
               ("--weight-decay", cfg.weight_decay >= 0, "0 or more"),
               ("--dropout", 0 <= cfg.dropout < 1, "in [0, 1)"),
               ("--batch-size", cfg.batch_size >= 0, "0 (full-graph) or a positive number of seeds"),
@@ -162,24 +169,27 @@ def validate_together(comm, directory) -> None:
     Every rank raises on the first problem in validation order; the rank
     that found it reports it."""
     try:
-        m, problem, nodes, edges = validate_share(directory, comm.rank, comm.size)
+        m, problem, totals = validate_share(directory, comm.rank, comm.size)
     except InputError as e:  # the manifest itself: every rank finds it
-        m, problem, nodes, edges = None, (-1, e), 0, 0
+        m, problem, totals = None, (-1, e), [0, 0, 0]
     key = (problem[0] + 1) * comm.size + comm.rank if problem else float("inf")
     first = float(comm.allreduce(torch.tensor([key], dtype=torch.float64), MIN, "control")[0])
     if first != float("inf"):
         if key == first:
             raise problem[1]
         raise SystemExit(2)
-    totals = comm.allreduce(torch.tensor([nodes, edges], dtype=torch.float64), category="control").tolist()
-    checked_everywhere(check_totals, directory, m, int(totals[0]), int(totals[1]))
+    totals = comm.allreduce(torch.tensor(totals, dtype=torch.float64), category="control").tolist()
+    checked_everywhere(check_totals, directory, m, totals)
 
 
 def check_input(cfg: TrainConfig, cls, world_size: int) -> None:
     """Everything else that can be wrong with the input, before anything is written."""
     d = Path(cfg.data)
     if cls.input != "raw":
-        cls.check_partition(ShardedData(d, load_manifest(d)), world_size, cls.parts_for(cfg.options, world_size))
+        warning = cls.check_partition(ShardedData(d, load_manifest(d)), world_size,
+                                      cls.parts_for(cfg.options, world_size))
+        if warning:  # rank 0 only (_agree_on_input): once per job
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
     ckpt_dir = Path(cfg.out) / "checkpoints"
     if not cfg.resume:
         prepare_output_dir(cfg.out, cfg.overwrite or _left_by_a_failed_run(Path(cfg.out)))
@@ -252,7 +262,7 @@ def run(cfg: TrainConfig, comm: Comm | None = None) -> dict:
     if cfg.options is None:
         cfg.options = cls.make_options({})
     own_comm = comm is None
-    comm = comm or make_comm(cfg.backend, cfg.comm_timeout)
+    comm = comm or make_comm(cfg.backend, cfg.comm_timeout, cls.expected_wait_s(cfg.options))
     out, ckpt_dir = Path(cfg.out), Path(cfg.out) / "checkpoints"
     _agree_on_input(comm, lambda: check_data_present(cfg, cls, comm.size))
     if cls.input != "raw":
@@ -328,7 +338,10 @@ _RESERVED = ("format", "epoch", "step", "method", "world_size", "config", "datas
 
 
 def _save(method, cfg, comm, ckpt_dir: Path, epoch: int, step: int, st: LoopState) -> None:
-    """Per-rank state first (if any), then rank 0's main file: the commit point."""
+    """Per-rank state first (if any), then rank 0's main file: the commit point.
+    Non-finite parameters are never saved (a stop can land mid-epoch, before
+    the loop's own check), so the last checkpoint is always a good one."""
+    check_finite(comm, method, epoch, 0.0)
     mine = method.rank_state_dict()
     if mine is not None:
         save_rank_state(ckpt_dir, epoch, step, comm.rank, mine)

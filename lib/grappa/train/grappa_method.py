@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from grappa.errors import InputError
+from grappa.errors import check_options
 from grappa.graph.raw import SPLIT_TRAIN
 from grappa.models import LayerwiseGNN, graph_args, sampled_forward
 from grappa.partition.schedule import SCHEDULES, chunk_sets, owner_of_chunks
@@ -54,14 +54,10 @@ class GrappaOptions:
                                                                    "not read (large graphs fall back to isolation)"})
 
     def __post_init__(self):
-        if self.repartition_every < 0:
-            raise InputError("--repartition-every", f"must be >= 0, got {self.repartition_every}")
-        if self.halo_hops < -1:
-            raise InputError("--halo-hops", f"must be >= -1, got {self.halo_hops}")
-        if self.halo_budget_mb < 0:
-            raise InputError("--halo-budget-mb", f"must be >= 0, got {self.halo_budget_mb}")
-        if not 0.0 <= self.shrinkage_lambda <= 1.0:
-            raise InputError("--shrinkage-lambda", f"must be in [0, 1], got {self.shrinkage_lambda}")
+        check_options(self, (("--repartition-every", self.repartition_every >= 0, "0 (never) or more"),
+                             ("--halo-hops", self.halo_hops >= -1, "-1 (--layers), 0 or more"),
+                             ("--halo-budget-mb", self.halo_budget_mb >= 0, "0 or more"),
+                             ("--shrinkage-lambda", 0.0 <= self.shrinkage_lambda <= 1.0, "in [0, 1]")))
 
 
 class GrappaMethod(Method):

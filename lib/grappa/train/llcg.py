@@ -90,6 +90,7 @@ class LLCG(LocalTraining):
     """
 
     name, label, partition = "llcg", "LLCG", "metis"
+    rate_flags = ("lr", "server_lr", "weight_decay")
     Options = LLCGOptions
 
     def __init__(self, cfg, comm, data, model, optimizer, stop_flag=lambda: False):

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from grappa.atomic import atomic_write_bytes
 from grappa.comm import MAX, Comm
+from grappa.errors import Diverged
 from grappa.memory import PhasePeaks
 from grappa.train.config import TrainConfig
 from grappa.train.metrics_log import MetricsLog
@@ -84,6 +85,7 @@ def run_epochs(cfg: TrainConfig, comm: Comm, method, log: MetricsLog, state: Loo
             if checkpoint:
                 checkpoint(stop.epoch, stop.step, st)
             raise
+        check_finite(comm, method, epoch, loss)
         dt = time.perf_counter() - t0
         st.epoch_times.append(dt)
         sent = {k: v for k, v in comm.counter.since(snap).items() if k.startswith("train")}
@@ -116,6 +118,17 @@ def run_epochs(cfg: TrainConfig, comm: Comm, method, log: MetricsLog, state: Loo
             break
     bar.close()
     return st
+
+
+def check_finite(comm: Comm, method, epoch: int, loss: float) -> None:
+    """Raise ``Diverged`` on every rank when any rank's loss or parameters are
+    NaN or infinite (ranks of local-training methods hold their own
+    parameters: one control scalar lets them agree). Before the epoch is
+    logged or evaluated, so no checkpoint or result holds the bad state."""
+    bad = not math.isfinite(loss) or not all(bool(torch.isfinite(p).all()) for p in method.model.parameters())
+    if comm.allreduce_object_max(1.0 if bad else 0.0) > 0:
+        what = f"the loss is {loss}" if not math.isfinite(loss) else "the parameters hold NaN or infinity"
+        raise Diverged(epoch, what + ("" if bad else " on another rank"), method.divergence_fix())
 
 
 def build_result(cfg: TrainConfig, comm: Comm, st: LoopState, dataset: str, metric: str,

@@ -75,6 +75,7 @@ class Method:
     world_size: ClassVar[str] = "any"  # "one" | "any"
     stops_on_signal: ClassVar[bool] = True  # SIGUSR1/SIGTERM: checkpoint, exit 99 (requeue)
     resume_any_world_size: ClassVar[bool] = True
+    rate_flags: ClassVar[tuple[str, ...]] = ("lr", "weight_decay")  # what a diverged run should lower
     provisional: bool = False  # evaluate() scores something other than the final model: not a best
 
     @classmethod
@@ -111,6 +112,12 @@ class Method:
         """How many parts the partition must have (model averaging: P + dropped parts)."""
         return world_size
 
+    @classmethod
+    def expected_wait_s(cls, options) -> float:
+        """The longest a rank may legitimately wait in one collective (a round of
+        time-based averaging): the stall warning and --comm-timeout must exceed it."""
+        return 0.0
+
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict()}
 
@@ -125,6 +132,12 @@ class Method:
     def load_rank_state_dict(self, state: dict) -> None:
         pass
 
+    def divergence_fix(self) -> str:
+        """What to tell a user whose run diverged: the flags to lower, with their values."""
+        values = [f"{flag(k)} {getattr(self.opts, k, getattr(self.cfg, k, None))}" for k in self.rate_flags]
+        return (f"lower {' or '.join(values)} and start again; the last good checkpoint stays in "
+                f"{self.cfg.out}/checkpoints")
+
     def result_extra(self) -> dict:
         """Method-specific keys for result.json."""
         return {}
@@ -135,19 +148,25 @@ class Method:
         return cls.Options(**{**cls.defaults, **given})
 
     @classmethod
-    def check_partition(cls, data: ShardedData, world_size: int, parts: int) -> None:
+    def check_partition(cls, data: ShardedData, world_size: int, parts: int) -> str | None:
         """Raise an InputError naming the partition command when ``data`` does
-        not fit this method at ``world_size`` ranks."""
+        not fit this method at ``world_size`` ranks; return a warning (one line,
+        naming the command) when it fits but is not the partition the method is
+        meant for (halo exchange on random chunks runs exactly, sending several
+        times the bytes), else None."""
         m = data.manifest
         k, method = data.num_chunks, m.get("method")
         want_k = parts if cls.chunks_per_rank_exact else max(parts, k)
-        wrong_method = cls.strict_partition and method != cls.partition
-        if k < parts or wrong_method or (cls.chunks_per_rank_exact and k != parts):
+        command = partition_command(m.get("graph", {}).get("source", "RAW_GRAPH_DIR"), cls.partition, want_k, then=True)
+        wrong_method = method != cls.partition
+        if k < parts or (cls.strict_partition and wrong_method) or (cls.chunks_per_rank_exact and k != parts):
             raise InputError(data.directory, f"--method {cls.name} on {world_size} ranks needs a "
                              f"{cls.partition} partition with {'exactly' if cls.chunks_per_rank_exact else 'at least'}"
-                             f" {parts} chunks; this one is {method} with {k}",
-                             partition_command(m.get("graph", {}).get("source", "RAW_GRAPH_DIR"), cls.partition,
-                                               want_k, then=True))
+                             f" {parts} chunks; this one is {method} with {k}", command)
+        if wrong_method:
+            return (f"{data.directory}: --method {cls.name} is meant for a {cls.partition} partition and this one is "
+                    f"{method}: it runs, but its bytes and accuracy are not the method's own (fix: {command})")
+        return None
 
 
 def partition_command(raw, method: str, k: int, then: bool = False) -> str:

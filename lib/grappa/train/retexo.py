@@ -127,6 +127,7 @@ class Retexo(Method):
     name, label, partition = "retexo", "RETEXO", "random"
     Options = RetexoOptions
     categories = ("train_grad", "train_feat", "train_embed")
+    rate_flags = ("stage_lr", "weight_decay")
 
     @classmethod
     def build_model(cls, cfg, in_dim: int, out_dim: int) -> nn.Module:
