@@ -60,17 +60,18 @@ def poll(condition, timeout: float, what: str, job_id: str):
     raise TimeoutError(f"job {job_id}: {what} not seen within {timeout} s")
 
 
-def test_sbatch_centralized_job_completes(tmp_path):
+def test_sbatch_centralized_job_completes(cora_dir, tmp_path):
     out = tmp_path / "run"
-    state, log = sbatch("train_centralized.slurm", tmp_path, DATA=tmp_path / "cora", OUT=out, EPOCHS=20)
+    state, log = sbatch("train_centralized.slurm", tmp_path, DATA=cora_dir, OUT=out, EPOCHS=20)
     assert state == "COMPLETED", log
     result = json.loads((out / "result.json").read_text())
     assert result["dataset"] == "cora" and result["epochs"] == 20 and result["test_metric"] > 0.5
 
 
 @pytest.mark.mpi
-def test_sbatch_generic_train_job_makes_the_partition_the_method_needs(tmp_path):
+def test_sbatch_generic_train_job_makes_the_partition_the_method_needs(cora_dir, tmp_path):
     out = tmp_path / "run"
+    shutil.copytree(cora_dir, tmp_path / "cora")  # the job partitions beside its raw graph
     state, log = sbatch("train.slurm", tmp_path, METHOD="psgd-pa", RANKS=2, RAW=tmp_path / "cora", OUT=out,
                         EPOCHS=5, EXTRA="--average-every-steps 1")
     assert state == "COMPLETED", log
@@ -99,16 +100,18 @@ def uninterrupted(data, out):
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("how,launcher", [("USR1", "srun"), ("preempt", "mpirun")])
-def test_requeue_round_trip_resumes_exactly(cora_k16, tmp_path, how, launcher):
+def test_requeue_round_trip_resumes_exactly(cora_dir, cora_k16, tmp_path, how, launcher):
     """Stop the running job: USR1 to the batch script (the time limit's
     signal), or `scontrol requeue` (what preemption does: TERM to every
     process, the requeue by Slurm). It checkpoints, requeues, is started at
     once, and must end exactly where an uninterrupted run ends. The USR1 job
-    also imports and partitions the graph itself (through srun)."""
+    also partitions the graph itself (through srun)."""
     import torch
     from grappa.checkpoint import list_checkpoints, load_checkpoint
 
     out, data = tmp_path / "run", (tmp_path / "cora-k16" if how == "USR1" else cora_k16)
+    if how == "USR1":  # the job partitions its raw graph itself (through srun)
+        shutil.copytree(cora_dir, tmp_path / "cora")
     job = submit("train_grappa.slurm", tmp_path, RAW=tmp_path / "cora", DATASET=data, NUM_CHUNKS=16, OUT=out,
                  LAUNCHER=launcher, **REQUEUE_ENV)
     metrics = out / "metrics.jsonl"
