@@ -14,7 +14,8 @@ import numpy as np
 
 from grappa.errors import InputError
 
-SPLIT_TRAIN, SPLIT_TEST = 1, 3
+# The split codes of the raw layout and the shards (grappa.graph.raw re-exports them).
+SPLIT_NONE, SPLIT_TRAIN, SPLIT_VAL, SPLIT_TEST = 0, 1, 2, 3
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,18 @@ from pathlib import Path
 import numpy as np
 
 from grappa.errors import InputError
-from grappa.graph.node_checks import NodeFiles, check_has_training_nodes, check_node_rows
+from grappa.graph.node_checks import (  # the split codes are re-exported here
+    SPLIT_NONE,
+    SPLIT_TEST,
+    SPLIT_TRAIN,
+    SPLIT_VAL,
+    NodeFiles,
+    check_has_training_nodes,
+    check_node_rows,
+)
 from grappa.graph.npy_stream import npy_shape
 
 SCHEMA = "grappa-raw/1"
-SPLIT_NONE, SPLIT_TRAIN, SPLIT_VAL, SPLIT_TEST = 0, 1, 2, 3
 FILES = ("edges_src.npy", "edges_dst.npy", "x.npy", "y.npy", "split.npy")
 _BLOCK = 1 << 22  # rows per validation block: bounded memory on huge graphs
 

@@ -339,9 +339,11 @@ _RESERVED = ("format", "epoch", "step", "method", "world_size", "config", "datas
 
 def _save(method, cfg, comm, ckpt_dir: Path, epoch: int, step: int, st: LoopState) -> None:
     """Per-rank state first (if any), then rank 0's main file: the commit point.
-    Non-finite parameters are never saved (a stop can land mid-epoch, before
-    the loop's own check), so the last checkpoint is always a good one."""
-    check_finite(comm, method, epoch, 0.0)
+    Non-finite parameters are never saved: a checkpoint at an epoch's start
+    follows the loop's check of the epoch before; a stop mid-epoch (``step``
+    > 0) comes before it, so it is checked here."""
+    if step:
+        check_finite(comm, method, epoch, 0.0)
     mine = method.rank_state_dict()
     if mine is not None:
         save_rank_state(ckpt_dir, epoch, step, comm.rank, mine)
