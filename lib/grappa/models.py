@@ -232,6 +232,49 @@ def leading_rows(adj: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     return csr_matrix(adj.crow_indices()[: rows + 1], adj.col_indices()[:end], adj.values()[:end], (rows, cols))
 
 
+class _Aggregate(torch.autograd.Function):
+    """``adj @ x`` whose backward multiplies by ``adj``'s transpose built once per
+    matrix (``transpose_of``): torch's own backward of a sparse CSR product
+    rebuilds the transpose every pass, which dominated full-graph epochs."""
+
+    @staticmethod
+    def forward(ctx, x, adj):
+        ctx.adj = adj
+        return torch.sparse.mm(adj, x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.sparse.mm(transpose_of(ctx.adj), grad), None
+
+
+def aggregate(adj: torch.Tensor, x: torch.Tensor, mean: bool = False) -> torch.Tensor:
+    """Sum (or mean) over each row's entries of the CSR matrix ``adj`` (row =
+    destination) of the weighted source rows of ``x``: what PyG's convs do
+    with a sparse adjacency, with a backward that reuses the transpose."""
+    out = _Aggregate.apply(x, adj) if x.requires_grad else torch.sparse.mm(adj, x)
+    if not mean:
+        return out
+    inv = adj.__dict__.get("_grappa_inv_degree")
+    if inv is None:  # 1 / in-edges of each row (at least 1), once per matrix
+        inv = adj._grappa_inv_degree = 1.0 / adj.crow_indices().diff().clamp(min=1).to(x.dtype).unsqueeze(1)
+    return out * inv
+
+
+def transpose_of(adj: torch.Tensor) -> torch.Tensor:
+    """``adj``'s transpose as a CSR matrix (row = source), built at the first
+    backward and kept on ``adj``, so a graph reused every epoch pays once."""
+    t = adj.__dict__.get("_grappa_transpose")
+    if t is None:
+        crow, col, val = adj.crow_indices(), adj.col_indices(), adj.values()
+        rows, cols = adj.shape
+        row = torch.repeat_interleave(torch.arange(rows, dtype=col.dtype), crow.diff())
+        order = torch.argsort(col, stable=True)  # by source; destinations stay ascending within one
+        tcrow = torch.zeros(cols + 1, dtype=crow.dtype)
+        tcrow[1:] = torch.cumsum(torch.bincount(col, minlength=cols), 0)
+        t = adj._grappa_transpose = csr_matrix(tcrow, row[order], val[order], (cols, rows))
+    return t
+
+
 class SparseAdjacencyMixin:
     def adjacency(self, edge_index, edge_weight, num_nodes):
         return sparse_adjacency(edge_index, edge_weight, num_nodes)
@@ -261,15 +304,18 @@ class GCN(SparseAdjacencyMixin, LayerwiseGNN):
         return ei, w
 
     def _conv(self, i, x, edge_index, edge_weight):
-        return self.convs[i](x, edge_index, edge_weight)
+        if edge_index.layout == torch.strided:  # an edge list (layer-wise inference): PyG's conv
+            return self.convs[i](x, edge_index, edge_weight)
+        return self._conv_targets(i, x, edge_index, edge_index.size(0))
 
     def _conv_targets(self, i, x, adj, targets):
-        conv = self.convs[i]  # the self-loops are edges: no root term
+        conv = self.convs[i]  # GCNConv(normalize=False) over the prepared matrix: the self-loops are edges
         if conv.in_channels > conv.out_channels:
-            return conv(x, adj)  # project every source row first: the sum then runs on narrower rows
-        # Sum first, then project only the targets (GCNConv projects every source row): a sampled
-        # step's sources are several times its targets, and the sum runs on rows no wider.
-        out = conv.lin(torch.sparse.mm(adj, x))
+            out = aggregate(adj, conv.lin(x))  # project every source row first: the sum then runs on narrower rows
+        else:
+            # Sum first, then project only the targets (GCNConv projects every source row): a sampled
+            # step's sources are several times its targets, and the sum runs on rows no wider.
+            out = conv.lin(aggregate(adj, x))
         return out if conv.bias is None else out.add_(conv.bias)
 
     streams = True
@@ -292,6 +338,15 @@ class SAGE(SparseAdjacencyMixin, LayerwiseGNN):
     def __init__(self, in_dim, hidden, out_dim, num_layers=2, dropout=0.5):
         dims = [in_dim] + [hidden] * (num_layers - 1) + [out_dim]
         super().__init__([SAGEConv(dims[i], dims[i + 1]) for i in range(num_layers)], dropout)
+
+    def _conv(self, i, x, edge_index, edge_weight):
+        if edge_index.layout == torch.strided:  # an edge list (layer-wise inference): PyG's conv
+            return self.convs[i](x, edge_index)
+        return self._conv_targets(i, x, edge_index, edge_index.size(0))
+
+    def _conv_targets(self, i, x, adj, targets):
+        conv = self.convs[i]  # SAGEConv's defaults: lin_l(mean of the sources) + lin_r(the target's own row)
+        return conv.lin_l(aggregate(adj, x, mean=True)).add_(conv.lin_r(x[:targets]))
 
     def stream_scales(self, in_degree, in_count, num_targets):
         return None, 1.0 / np.maximum(in_count, 1).astype(np.float32), None  # the mean over the edges present

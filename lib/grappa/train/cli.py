@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default=d.metric, choices=METRICS,
                    help="auto: ROC-AUC for two-class and multilabel tasks (class 1 is positive), else accuracy")
     p.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size,
-                   help="nodes per layer-wise inference batch (graphs larger than this use it)")
+                   help="centralized evaluation of models over edge lists (GAT): nodes per layer-wise inference "
+                        "batch on graphs larger than this (models over a sparse adjacency run one no-grad forward)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--backend", default=d.backend, choices=BACKENDS, help="communication backend")
     p.add_argument("--comm-timeout", type=float, default=d.comm_timeout,
