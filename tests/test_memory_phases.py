@@ -66,7 +66,7 @@ def test_a_phase_gives_its_freed_heap_back():
     """Many medium blocks (heap, not mmap) freed between survivors stay
     resident in glibc until trimmed: the next phase must not start from them."""
     ph = PhasePeaks()
-    with ph.phase("eval"):
+    with ph.phase("repartition"):  # one of PhasePeaks.TRIM_AFTER
         blocks = [np.ones(8000) for _ in range(3000)]  # 64 KB each, 190 MB in all
         keep = blocks[::10]
         del blocks

@@ -32,7 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PEER_PACKAGES = ["torch==2.2.1", "dgl==2.1.0", "numpy<2", "torchdata==0.7.1", "pydantic", "pyyaml", "h5py",
-                 "pandas", "psutil"]
+                 "pandas", "psutil", "torch_geometric==2.8.1", "tqdm"]  # the last two: grappa on the peer's torch
 GRAPHS = {  # the benchmark preset's SBM (bench/compare.py --preset sbm) and one 10x larger
     "sbm200k": ["--num-nodes", "200000", "--avg-degree", "12", "--homophily", "0.6", "--num-features", "32",
                 "--num-classes", "8", "--seed", "0"],
@@ -68,9 +68,10 @@ def thread_env(threads: int) -> dict:
     return env
 
 
-def grappa_train(raw: Path, flags: list[str], epochs: int, env: dict) -> dict:
+def grappa_train(raw: Path, flags: list[str], epochs: int, env: dict, python=sys.executable) -> dict:
+    """A centralized grappa run (``python``: this environment's, or the peer's to run on its torch)."""
     with tempfile.TemporaryDirectory() as d:
-        sh([sys.executable, "-m", "grappa.train", "--data", raw, "--out", Path(d) / "run", *flags,
+        sh([python, "-m", "grappa.train", "--data", raw, "--out", Path(d) / "run", *flags,
             "--epochs", epochs, "--eval-every", epochs, "--no-progress"], env)
         r = json.loads((Path(d) / "run" / "result.json").read_text())
         rows = [json.loads(line) for line in (Path(d) / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -83,13 +84,14 @@ def grappa_step_split(raw: Path, epochs: int, threads: int) -> dict:
     with the feature gather, then the forward, backward and optimizer step."""
     import numpy as np
     import torch
-
+    from grappa.memory import keep_freed_pages
     from grappa.models import build_model, sampled_forward
     from grappa.sampling import NeighborSampler
     from grappa.train.data import load_graph
     from grappa.train.evaluate import loss_fn
 
     torch.set_num_threads(threads)
+    keep_freed_pages()  # as grappa.train does
     torch.manual_seed(0)
     g = load_graph(raw)
     model = build_model("sage", g.x.shape[1], 64, g.info.num_classes, 2, 0.5)
@@ -103,7 +105,7 @@ def grappa_step_split(raw: Path, epochs: int, threads: int) -> dict:
             t0 = time.perf_counter()
             sub = sampler.sample(seeds[lo:lo + 1024])
             nodes = torch.from_numpy(sub.nodes)
-            x = g.x[nodes]
+            x = g.x.index_select(0, nodes)
             t1 = time.perf_counter()
             opt.zero_grad()
             loss = loss_fn(g.info.task, sampled_forward(model, x, sub), g.y[nodes[: sub.num_seeds]])
@@ -154,6 +156,11 @@ def measure_graph(name: str, raw: Path, py: Path, a) -> list[dict]:
         d = repeat(lambda: dgl_run(py, "full-graph", raw, env, "--epochs", e, "--threads", t), a.repeats)
         row("full-graph GCN", "epoch_s", g, d, acc=(g[0]["test_acc"], d[0]["test_acc"]),
             rss=(g[0]["peak_rss_mb"], d[0]["peak_rss_mb"]))
+        row("full-graph GCN", "eval_s", g, d)
+        if a.peer_torch:
+            g = repeat(lambda: grappa_train(raw, FULL, e, env, py), a.repeats)
+            row("full-graph GCN, grappa on the peer's torch", "epoch_s", g, d,
+                acc=(g[0]["test_acc"], d[0]["test_acc"]), rss=(g[0]["peak_rss_mb"], d[0]["peak_rss_mb"]))
     if "mini-batch" in a.workloads:
         e = a.mini_epochs
         g = repeat(lambda: grappa_train(raw, MINI, e, env), a.repeats)
@@ -161,15 +168,20 @@ def measure_graph(name: str, raw: Path, py: Path, a) -> list[dict]:
         row("mini-batch SAGE", "epoch_s", g, d, acc=(g[0]["test_acc"], d[0]["test_acc"]),
             rss=(g[0]["peak_rss_mb"], d[0]["peak_rss_mb"]))
         row("mini-batch SAGE", "eval_s", g, d)
+        if a.peer_torch:
+            g = repeat(lambda: grappa_train(raw, MINI, e, env, py), a.repeats)
+            row("mini-batch SAGE, grappa on the peer's torch", "epoch_s", g, d,
+                acc=(g[0]["test_acc"], d[0]["test_acc"]), rss=(g[0]["peak_rss_mb"], d[0]["peak_rss_mb"]))
         split = repeat(lambda: grappa_step_split(raw, 1, a.threads), a.repeats)
         for key in ("step_ms", "sample_ms", "compute_ms"):
             row("mini-batch SAGE", key, split, d)
     if "partition" in a.workloads:
         for method in ("random", "metis"):
             with tempfile.TemporaryDirectory() as tmp:
-                d = repeat(lambda: dgl_run(py, "partition", raw, env, "--method", method, "--out", tmp), a.repeats)
+                d = repeat(lambda m=method, t=tmp: dgl_run(py, "partition", raw, env, "--method", m, "--out", t),
+                           a.repeats)
             for ranks in (1, 2):
-                g = repeat(lambda: grappa_partition(raw, ranks, method, env), a.repeats)
+                g = repeat(lambda r=ranks, m=method: grappa_partition(raw, r, m, env), a.repeats)
                 row(f"partition {method}, {ranks} rank{'s' if ranks > 1 else ''}", "wall_s", g, d,
                     rss=(max(r["peak_rss_mb"] for r in g), max(r["peak_rss_mb"] for r in d)))
     return rows
@@ -195,6 +207,8 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=3, help="runs of each workload (min and median reported)")
     p.add_argument("--threads", type=int, default=2, help="threads of both libraries (default 2)")
     p.add_argument("--mini-epochs", type=int, default=5)
+    p.add_argument("--no-peer-torch", dest="peer_torch", action="store_false",
+                   help="skip grappa's runs on the peer's torch (they separate the library from the torch version)")
     p.add_argument("--full-epochs-200k", type=int, default=50)
     p.add_argument("--full-epochs-2m", type=int, default=10)
     p.add_argument("--work", default="work_data/peer", help="where the graphs are generated (kept)")

@@ -206,14 +206,18 @@ def sparse_adjacency(edge_index, edge_weight, num_nodes, rows: int | None = None
     """(adj_t, None) with adj_t a sparse CSR matrix, row = destination: PyG
     convs then aggregate with one SpMM, several times faster on CPU than
     scatter over ``edge_index``. Duplicate edges stay separate entries (not
-    merged), so mean aggregation over a multigraph is unchanged. ``rows``:
+    merged), so mean aggregation over a multigraph is unchanged. A row's
+    entries are sorted by source unless the edges come sorted by destination. ``rows``:
     only destinations below it (a rows x num_nodes matrix)."""
     rows = num_nodes if rows is None else rows
     src, dst = edge_index
-    order = torch.argsort(src, stable=True)
-    order = order[torch.argsort(dst[order], stable=True)]  # by destination, then source
     crow = torch.zeros(rows + 1, dtype=torch.int64)
     crow[1:] = torch.cumsum(torch.bincount(dst, minlength=rows), 0)
+    if bool((dst[1:] >= dst[:-1]).all()):  # already by destination (a sample, ``NeighborSampler``): no sort
+        w = edge_weight if edge_weight is not None else torch.ones(len(src))
+        return csr_matrix(crow, src, w, (rows, num_nodes)), None
+    order = torch.argsort(src, stable=True)
+    order = order[torch.argsort(dst[order], stable=True)]  # by destination, then source
     w = edge_weight[order] if edge_weight is not None else torch.ones(len(order))
     return csr_matrix(crow, src[order], w, (rows, num_nodes)), None
 
@@ -258,6 +262,17 @@ def aggregate(adj: torch.Tensor, x: torch.Tensor, mean: bool = False) -> torch.T
     if inv is None:  # 1 / in-edges of each row (at least 1), once per matrix
         inv = adj._grappa_inv_degree = 1.0 / adj.crow_indices().diff().clamp(min=1).to(x.dtype).unsqueeze(1)
     return out * inv
+
+
+def project_first(adj: torch.Tensor, in_dim: int, out_dim: int) -> bool:
+    """Whether a linear layer after a sum over ``adj`` costs fewer multiply-adds
+    before it: projecting every source row then summing out_dim-wide rows,
+    against summing in_dim-wide rows then projecting only the targets. A
+    sampled step's sources are several times its targets (sum first); a
+    full graph's last layer narrows to the classes (project first)."""
+    targets, sources = adj.shape
+    nnz = adj.values().numel()
+    return sources * in_dim * out_dim + nnz * out_dim < nnz * in_dim + targets * in_dim * out_dim
 
 
 def transpose_of(adj: torch.Tensor) -> torch.Tensor:
@@ -310,11 +325,9 @@ class GCN(SparseAdjacencyMixin, LayerwiseGNN):
 
     def _conv_targets(self, i, x, adj, targets):
         conv = self.convs[i]  # GCNConv(normalize=False) over the prepared matrix: the self-loops are edges
-        if conv.in_channels > conv.out_channels:
-            out = aggregate(adj, conv.lin(x))  # project every source row first: the sum then runs on narrower rows
+        if project_first(adj, conv.in_channels, conv.out_channels):
+            out = aggregate(adj, conv.lin(x))
         else:
-            # Sum first, then project only the targets (GCNConv projects every source row): a sampled
-            # step's sources are several times its targets, and the sum runs on rows no wider.
             out = conv.lin(aggregate(adj, x))
         return out if conv.bias is None else out.add_(conv.bias)
 
@@ -346,7 +359,12 @@ class SAGE(SparseAdjacencyMixin, LayerwiseGNN):
 
     def _conv_targets(self, i, x, adj, targets):
         conv = self.convs[i]  # SAGEConv's defaults: lin_l(mean of the sources) + lin_r(the target's own row)
-        return conv.lin_l(aggregate(adj, x, mean=True)).add_(conv.lin_r(x[:targets]))
+        if project_first(adj, conv.in_channels, conv.out_channels):  # the mean is linear: same result
+            neigh = aggregate(adj, F.linear(x, conv.lin_l.weight), mean=True)
+            neigh = neigh if conv.lin_l.bias is None else neigh.add_(conv.lin_l.bias)
+        else:
+            neigh = conv.lin_l(aggregate(adj, x, mean=True))
+        return neigh.add_(conv.lin_r(x[:targets]))
 
     def stream_scales(self, in_degree, in_count, num_targets):
         return None, 1.0 / np.maximum(in_count, 1).astype(np.float32), None  # the mean over the edges present

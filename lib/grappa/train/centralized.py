@@ -59,7 +59,7 @@ class CentralizedMethod(Method):
             sub = self.sampler.sample(seeds[lo:lo + self.cfg.batch_size])
             nodes = torch.from_numpy(sub.nodes)
             self.opt.zero_grad()
-            out = sampled_forward(self.model, self.data.x[nodes], sub)
+            out = sampled_forward(self.model, self.data.x.index_select(0, nodes), sub)  # 4x x[nodes]
             loss = loss_fn(self.task, out, self.data.y[nodes[: sub.num_seeds]])
             loss.backward()
             self.opt.step()

@@ -43,7 +43,7 @@ from grappa.cli_util import checked_everywhere, parse_args_once, reports_input_e
 from grappa.comm import BACKENDS, ByteCounter, Comm, make_comm
 from grappa.comm.base import MIN, env_rank_size, threads_per_rank
 from grappa.errors import InputError, check_options
-from grappa.memory import reset_peak_rss
+from grappa.memory import keep_freed_pages, reset_peak_rss
 from grappa.models import MODELS, remove_generated_sources
 from grappa.shards.format import load_manifest
 from grappa.shards.validate import check_totals, validate_share
@@ -272,6 +272,7 @@ def run(cfg: TrainConfig, comm: Comm | None = None) -> dict:
     data, dims, name, task, extra = _load_data(cls, cfg)
     cfg.metric = checked_everywhere(resolve_metric, cfg.metric, task, dims[1])  # every rank reads the same data
     torch.set_num_threads(threads_per_rank())
+    keep_freed_pages()
     torch.manual_seed(cfg.seed)  # identical initial replicas on every rank
     np.random.seed(cfg.seed)
     model = cls.build_model(cfg, dims[0], dims[1])
