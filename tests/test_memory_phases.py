@@ -73,3 +73,19 @@ def test_a_phase_gives_its_freed_heap_back():
         held = rss_mb()
     assert rss_mb() < held - 100, "the freed blocks are still resident after the phase"
     assert len(keep) == 300
+
+
+def test_freed_pages_are_kept_within_and_given_back_after():
+    """Training keeps its freed pages for the next epoch; the caller's process
+    gets glibc's defaults back (a large freed block is unmapped again)."""
+    from grappa.memory import freed_pages_kept
+
+    base = rss_mb()
+    with freed_pages_kept():
+        touch(200)
+        inside = rss_mb()
+    after = rss_mb()
+    touch(200)
+    assert inside >= base + 150, "the freed block was handed back inside"
+    assert after <= inside - 150, "the kept pages were not trimmed on exit"
+    assert rss_mb() <= base + 50, "a large block is still kept after the context"

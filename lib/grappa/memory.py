@@ -70,18 +70,29 @@ def trim_heap(min_free_bytes: int = 0) -> None:
     libc.malloc_trim(0)
 
 
-def keep_freed_pages() -> None:
-    """Have glibc keep the pages of freed tensors for the next allocation
-    instead of unmapping them: a block over 32 MB (an N x hidden activation)
+@contextmanager
+def freed_pages_kept():
+    """Within: glibc keeps the pages of freed tensors for the next allocation
+    instead of unmapping them. A block over 32 MB (an N x hidden activation)
     is otherwise mmap'ed fresh on every allocation, and faulting its pages in
     again was over half of a full-graph epoch (docs/BENCHMARKS.md). Memory
-    freed in set-up and repartitions is still handed back after them
+    freed in repartitions is still handed back after them
     (``PhasePeaks.TRIM_AFTER``), and peaks count what is live plus what the
-    heap keeps free. A no-op outside glibc."""
+    heap keeps free. On exit glibc's defaults come back and the heap is
+    trimmed: a caller's process (``grappa.train.run`` in a notebook or a
+    test) keeps its own allocator behaviour. A no-op outside glibc."""
     libc = _libc()
-    if libc is not None and hasattr(libc, "mallopt"):
-        libc.mallopt(M_MMAP_MAX, 0)  # large blocks come from the heap, so free() keeps them
-        libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)  # (an int: the most) free() leaves trimming to the phase edges
+    if libc is None or not hasattr(libc, "mallopt"):
+        yield
+        return
+    libc.mallopt(M_MMAP_MAX, 0)  # large blocks come from the heap, so free() keeps them
+    libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)  # (an int: the most) free() leaves trimming to the phase edges
+    try:
+        yield
+    finally:
+        libc.mallopt(M_MMAP_MAX, 65536)  # glibc's defaults (mallopt(3))
+        libc.mallopt(M_TRIM_THRESHOLD, 128 * 1024)
+        trim_heap()
 
 
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
@@ -103,7 +114,7 @@ class PhasePeaks:
     ORDER = ("setup", "repartition", "train", "eval", "checkpoint")
     # Phases whose temporaries the training does not reuse: the heap is trimmed
     # after them. Epochs, evaluations and checkpoints reuse each other's freed
-    # pages (``keep_freed_pages``): trimming between them made every epoch
+    # pages (``freed_pages_kept``): trimming between them made every epoch
     # fault its pages in again, and their peaks count what the heap keeps free.
     TRIM_AFTER = ("setup", "repartition")
 

@@ -38,12 +38,20 @@ import numpy as np
 import torch
 
 from grappa.atomic import prepare_output_dir
-from grappa.checkpoint import load_checkpoint, load_latest, rank_path, save_checkpoint, save_rank_state
+from grappa.checkpoint import (
+    check_record,
+    load_checkpoint,
+    load_latest,
+    rank_path,
+    save_checkpoint,
+    save_rank_state,
+    training_record,
+)
 from grappa.cli_util import checked_everywhere, parse_args_once, reports_input_errors
 from grappa.comm import BACKENDS, ByteCounter, Comm, make_comm
 from grappa.comm.base import MIN, env_rank_size, threads_per_rank
 from grappa.errors import InputError, check_options
-from grappa.memory import keep_freed_pages, reset_peak_rss
+from grappa.memory import freed_pages_kept, reset_peak_rss
 from grappa.models import MODELS, remove_generated_sources
 from grappa.shards.format import load_manifest
 from grappa.shards.validate import check_totals, validate_share
@@ -198,6 +206,7 @@ def check_input(cfg: TrainConfig, cls, world_size: int) -> None:
     ck = load_latest(ckpt_dir)
     if ck is None:
         raise InputError(ckpt_dir, "--resume given but no checkpoint found", "drop --resume to start fresh")
+    check_record(ck, ck["path"])
     if ck.get("method", cfg.method) != cfg.method:
         raise InputError(ck["path"], f"checkpoint of --method {ck['method']}, not {cfg.method}",
                          f"resume with --method {ck['method']} or choose another --out")
@@ -272,7 +281,6 @@ def run(cfg: TrainConfig, comm: Comm | None = None) -> dict:
     data, dims, name, task, extra = _load_data(cls, cfg)
     cfg.metric = checked_everywhere(resolve_metric, cfg.metric, task, dims[1])  # every rank reads the same data
     torch.set_num_threads(threads_per_rank())
-    keep_freed_pages()
     torch.manual_seed(cfg.seed)  # identical initial replicas on every rank
     np.random.seed(cfg.seed)
     model = cls.build_model(cfg, dims[0], dims[1])
@@ -292,7 +300,8 @@ def run(cfg: TrainConfig, comm: Comm | None = None) -> dict:
     if cfg.resume:
         log.keep_before(state.epoch)
     try:
-        st = run_epochs(cfg, comm, method, log, state, checkpoint=checkpoint)
+        with freed_pages_kept():  # epochs reuse each other's freed pages instead of faulting them in again
+            st = run_epochs(cfg, comm, method, log, state, checkpoint=checkpoint)
     except StopRequested:
         log.close()
         if own_comm:
@@ -336,9 +345,6 @@ def _load_data(cls, cfg: TrainConfig):
             dict(num_chunks=m["num_chunks"], partition_method=m["method"]))
 
 
-_RESERVED = ("format", "epoch", "step", "method", "world_size", "config", "dataset_id", "loop")
-
-
 def _save(method, cfg, comm, ckpt_dir: Path, epoch: int, step: int, st: LoopState) -> None:
     """Per-rank state first (if any), then rank 0's main file: the commit point.
     Non-finite parameters are never saved: a checkpoint at an epoch's start
@@ -351,12 +357,10 @@ def _save(method, cfg, comm, ckpt_dir: Path, epoch: int, step: int, st: LoopStat
         save_rank_state(ckpt_dir, epoch, step, comm.rank, mine)
         comm.barrier()
     if comm.rank == 0:
-        state = method.state_dict()
-        assert not set(state) & set(_RESERVED), f"method state may not use the keys {_RESERVED}"
-        save_checkpoint(ckpt_dir, {"format": "grappa-checkpoint/1", "epoch": epoch, "step": step,
-                                   "method": cfg.method, "world_size": comm.size, "config": cfg.to_dict(),
-                                   "dataset_id": dataset_id(cfg.data),
-                                   "loop": st.to_dict(), **state}, keep=cfg.checkpoint_keep,
+        record = training_record(epoch=epoch, step=step, method=cfg.method, world_size=comm.size,
+                                 config=cfg.to_dict(), dataset_id=dataset_id(cfg.data), loop=st.to_dict(),
+                                 state=method.state_dict())
+        save_checkpoint(ckpt_dir, record, keep=cfg.checkpoint_keep,
                         mid_write=lambda path: comm.fault_point("checkpoint", path))
     else:
         comm.fault_point("checkpoint")
