@@ -65,6 +65,8 @@ def peer_python(venv: Path) -> Path:
 def thread_env(threads: int) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), DGLBACKEND="pytorch")
     env["PYTHONPATH"] = str(ROOT / "lib") + os.pathsep + env.get("PYTHONPATH", "")
+    if os.geteuid() == 0:  # OpenMPI refuses root without these (hpc/env.sh sets them too)
+        env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     return env
 
 
@@ -219,6 +221,12 @@ def main(argv=None) -> None:
     py = peer_python(Path(a.peer_venv))
     versions = sh([py, "-c", "import dgl, torch; print(dgl.__version__, torch.__version__)"],
                   thread_env(a.threads)).split()
+    import torch
+
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"dgl": versions[0], "peer_torch": versions[1], "grappa_torch": torch.__version__,
+            "threads": a.threads, "repeats": a.repeats}
     rows = []
     for name in a.graphs:
         raw = Path(a.work) / name
@@ -226,15 +234,9 @@ def main(argv=None) -> None:
             sh([sys.executable, "-m", "grappa.graph.generators_cli", "sbm", *GRAPHS[name], "--out", raw, "--quiet"],
                thread_env(a.threads))
         rows += measure_graph(name, raw, py, a)
-    import torch
-
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = {"dgl": versions[0], "peer_torch": versions[1], "grappa_torch": torch.__version__,
-            "threads": a.threads, "repeats": a.repeats}
-    (out / "peer.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    text = table(rows)
-    (out / "peer.md").write_text(text)
+        (out / "peer.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")  # each graph's
+        text = table(rows)
+        (out / "peer.md").write_text(text)
     print(f"\nDGL {meta['dgl']} on torch {meta['peer_torch']}; grappa on torch {meta['grappa_torch']}; "
           f"{a.threads} threads\n\n{text}")
 
