@@ -14,7 +14,11 @@ workload repeated (min and median reported), every run its own process:
   compute, and the final exact (full-neighbour) evaluation;
 - offline partitioning into 4 parts, random and METIS: DGL's
   ``partition_graph`` against ``data_prep/partition.py`` on 1 and 2 ranks,
-  wall time and peak RSS.
+  wall time and peak RSS;
+- grappa's training runs again on the peer's torch (``--no-peer-torch``
+  skips them), which separates the library from the torch version.
+
+Figures and what they say: docs/BENCHMARKS.md, "Against DGL on the same work".
 
 Writes peer.json and peer.md (the table, ratios grappa / DGL) to --out.
 """
@@ -212,7 +216,7 @@ def main(argv=None) -> None:
     p.add_argument("--no-peer-torch", dest="peer_torch", action="store_false",
                    help="skip grappa's runs on the peer's torch (they separate the library from the torch version)")
     p.add_argument("--full-epochs-200k", type=int, default=50)
-    p.add_argument("--full-epochs-2m", type=int, default=10)
+    p.add_argument("--full-epochs-2m", type=int, default=30)
     p.add_argument("--work", default="work_data/peer", help="where the graphs are generated (kept)")
     p.add_argument("--peer-venv", default=str(Path.home() / ".cache/grappa/peer-venv"))
     p.add_argument("--out", default="bench_results/peer")
