@@ -66,10 +66,26 @@ def test_a_phase_gives_its_freed_heap_back():
     """Many medium blocks (heap, not mmap) freed between survivors stay
     resident in glibc until trimmed: the next phase must not start from them."""
     ph = PhasePeaks()
-    with ph.phase("eval"):
+    with ph.phase("repartition"):  # one of PhasePeaks.TRIM_AFTER
         blocks = [np.ones(8000) for _ in range(3000)]  # 64 KB each, 190 MB in all
         keep = blocks[::10]
         del blocks
         held = rss_mb()
     assert rss_mb() < held - 100, "the freed blocks are still resident after the phase"
     assert len(keep) == 300
+
+
+def test_freed_pages_are_kept_within_and_given_back_after():
+    """Training keeps its freed pages for the next epoch; the caller's process
+    gets glibc's defaults back (a large freed block is unmapped again)."""
+    from grappa.memory import freed_pages_kept
+
+    base = rss_mb()
+    with freed_pages_kept():
+        touch(200)
+        inside = rss_mb()
+    after = rss_mb()
+    touch(200)
+    assert inside >= base + 150, "the freed block was handed back inside"
+    assert after <= inside - 150, "the kept pages were not trimmed on exit"
+    assert rss_mb() <= base + 50, "a large block is still kept after the context"

@@ -106,6 +106,30 @@ def test_targets_only_layer_equals_the_square_one(name):
             torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("name", ["gcn", "sage"])
+@pytest.mark.parametrize("dims", [(12, 5), (5, 12)])  # project first, sum first (models.project_first)
+def test_sparse_layer_equals_pyg_conv_in_either_order(name, dims):
+    """The sparse layer chooses whether to project before or after the sum by
+    cost: either way, outputs and gradients are PyG's conv's over the edge list."""
+    from grappa.models import graph_args, project_first
+
+    torch.manual_seed(0)
+    n = 300
+    ei = torch.randint(0, n, (2, 3000))
+    m = build_model(name, dims[0], 8, dims[1], 1)
+    adj = graph_args(m, ei, n)
+    assert project_first(adj[0], *dims) == (dims[0] > dims[1])
+    x1 = torch.randn(n, dims[0], requires_grad=True)
+    x2 = x1.detach().clone().requires_grad_()
+    got = m.layer(0, x1, *adj)
+    want = m.convs[0](x2, *m.prepare(ei, n)) if name == "gcn" else m.convs[0](x2, ei)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    g = torch.randn_like(got)
+    got.backward(g)
+    want.backward(g)
+    torch.testing.assert_close(x1.grad, x2.grad, atol=1e-5, rtol=1e-5)
+
+
 def test_pyg_generated_sources_are_removed_from_the_temp_directory(tmp_path):
     """PyG writes each conv class's compiled propagate module to the temp
     directory and keeps it; build_model removes them (a fresh process, so

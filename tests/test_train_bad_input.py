@@ -51,6 +51,25 @@ def test_resume_with_another_model_or_dataset_is_refused(cora_dir, tmp_path):
     assert r.returncode == 2 and "raw graph" in r.stderr  # halo reads shards: the input check comes first
 
 
+def test_resume_from_a_checkpoint_of_another_format_is_refused(cora_dir, tmp_path):
+    """An old or foreign file in checkpoints/: one line naming it and the format, exit 2, the file kept."""
+    import torch
+    from grappa.checkpoint import FORMAT, list_checkpoints
+
+    out = tmp_path / "out"
+    assert run_cli("grappa.train", "--data", cora_dir, "--out", out, "--epochs", 2, "--no-progress").returncode == 0
+    latest = list_checkpoints(out / "checkpoints")[-1]
+    for fmt in ("grappa-checkpoint/0", None):
+        ck = torch.load(latest, weights_only=True)
+        ck.pop("format") if fmt is None else ck.update(format=fmt)
+        torch.save(ck, latest)
+        latest.with_name(latest.name + ".sha256").unlink(missing_ok=True)  # not a corrupt file: another format
+        r = run_cli("grappa.train", "--data", cora_dir, "--out", out, "--epochs", 4, "--resume")
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert latest.name in r.stderr and FORMAT in r.stderr and (fmt or "no checkpoint format") in r.stderr
+        assert latest.exists()
+
+
 @pytest.mark.parametrize("name", ["../outside.h5", "/etc/passwd", "sub/chunk.h5", ".."])
 def test_manifest_file_names_must_stay_inside_the_dataset(cora_k8, tmp_path, name):
     import json

@@ -26,8 +26,33 @@ from pathlib import Path
 import torch
 
 from grappa.atomic import atomic_write_bytes
+from grappa.errors import InputError
 
 _NAME = re.compile(r"ckpt-(\d{6})-(\d{6})\.pt$")
+
+FORMAT = "grappa-checkpoint/1"  # a new number when the record's keys change meaning
+RESERVED = ("format", "epoch", "step", "method", "world_size", "config", "dataset_id", "loop")
+
+
+def training_record(*, epoch: int, step: int, method: str, world_size: int, config: dict, dataset_id: str,
+                    loop: dict, state: dict) -> dict:
+    """A training checkpoint: where the run stands (epoch, step, the loop's
+    bookkeeping), what it was (method, ranks, configuration, dataset), and
+    the method's own ``state`` (which may not use those keys)."""
+    clash = set(state) & set(RESERVED)
+    if clash:
+        raise ValueError(f"a method's checkpoint state may not use the keys {sorted(clash)}")
+    return {"format": FORMAT, "epoch": epoch, "step": step, "method": method, "world_size": world_size,
+            "config": config, "dataset_id": dataset_id, "loop": loop, **state}
+
+
+def check_record(ck: dict, path) -> None:
+    """Refuse (``InputError``) a file that is not a training checkpoint of this format."""
+    found = ck.get("format") if isinstance(ck, dict) else None
+    if found != FORMAT:
+        what = "has no checkpoint format tag" if found is None else f"has format {found!r}"
+        raise InputError(path, f"{what}; this grappa reads {FORMAT}",
+                         "resume with the grappa version that wrote it, or start afresh in another --out")
 
 
 def _atomic_save(obj, path: Path, mid_write=None) -> None:

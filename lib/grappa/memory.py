@@ -70,6 +70,34 @@ def trim_heap(min_free_bytes: int = 0) -> None:
     libc.malloc_trim(0)
 
 
+@contextmanager
+def freed_pages_kept():
+    """Within: glibc keeps the pages of freed tensors for the next allocation
+    instead of unmapping them. A block over 32 MB (an N x hidden activation)
+    is otherwise mmap'ed fresh on every allocation, and faulting its pages in
+    again was over half of a full-graph epoch (docs/BENCHMARKS.md). Memory
+    freed in repartitions is still handed back after them
+    (``PhasePeaks.TRIM_AFTER``), and peaks count what is live plus what the
+    heap keeps free. On exit glibc's defaults come back and the heap is
+    trimmed: a caller's process (``grappa.train.run`` in a notebook or a
+    test) keeps its own allocator behaviour. A no-op outside glibc."""
+    libc = _libc()
+    if libc is None or not hasattr(libc, "mallopt"):
+        yield
+        return
+    libc.mallopt(M_MMAP_MAX, 0)  # large blocks come from the heap, so free() keeps them
+    libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)  # (an int: the most) free() leaves trimming to the phase edges
+    try:
+        yield
+    finally:
+        libc.mallopt(M_MMAP_MAX, 65536)  # glibc's defaults (mallopt(3))
+        libc.mallopt(M_TRIM_THRESHOLD, 128 * 1024)
+        trim_heap()
+
+
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
+
+
 def reset_peak_rss() -> None:
     """Restart the peak at the current RSS, so several runs in one process
     each report their own peak. The heap is trimmed first: the phases trim
@@ -84,6 +112,11 @@ class PhasePeaks:
     """Peak RSS per named phase; ``overall()`` is the peak across all of them."""
 
     ORDER = ("setup", "repartition", "train", "eval", "checkpoint")
+    # Phases whose temporaries the training does not reuse: the heap is trimmed
+    # after them. Epochs, evaluations and checkpoints reuse each other's freed
+    # pages (``freed_pages_kept``): trimming between them made every epoch
+    # fault its pages in again, and their peaks count what the heap keeps free.
+    TRIM_AFTER = ("setup", "repartition")
 
     def __init__(self):
         self.peaks: dict[str, float] = {}
@@ -108,7 +141,8 @@ class PhasePeaks:
         finally:
             self._flush()
             self._stack.pop()
-            trim_heap(TRIM_AT_PHASE_EDGE)
+            if name in self.TRIM_AFTER:
+                trim_heap(TRIM_AT_PHASE_EDGE)
             _reset_high_water_mark()
 
     def mark(self, name: str) -> None:

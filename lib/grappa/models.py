@@ -206,14 +206,18 @@ def sparse_adjacency(edge_index, edge_weight, num_nodes, rows: int | None = None
     """(adj_t, None) with adj_t a sparse CSR matrix, row = destination: PyG
     convs then aggregate with one SpMM, several times faster on CPU than
     scatter over ``edge_index``. Duplicate edges stay separate entries (not
-    merged), so mean aggregation over a multigraph is unchanged. ``rows``:
+    merged), so mean aggregation over a multigraph is unchanged. A row's
+    entries are sorted by source unless the edges come sorted by destination. ``rows``:
     only destinations below it (a rows x num_nodes matrix)."""
     rows = num_nodes if rows is None else rows
     src, dst = edge_index
-    order = torch.argsort(src, stable=True)
-    order = order[torch.argsort(dst[order], stable=True)]  # by destination, then source
     crow = torch.zeros(rows + 1, dtype=torch.int64)
     crow[1:] = torch.cumsum(torch.bincount(dst, minlength=rows), 0)
+    if bool((dst[1:] >= dst[:-1]).all()):  # already by destination (a sample, ``NeighborSampler``): no sort
+        w = edge_weight if edge_weight is not None else torch.ones(len(src))
+        return csr_matrix(crow, src, w, (rows, num_nodes)), None
+    order = torch.argsort(src, stable=True)
+    order = order[torch.argsort(dst[order], stable=True)]  # by destination, then source
     w = edge_weight[order] if edge_weight is not None else torch.ones(len(order))
     return csr_matrix(crow, src[order], w, (rows, num_nodes)), None
 
@@ -230,6 +234,60 @@ def leading_rows(adj: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     its storage (every entry of those rows must lie in the first ``cols`` columns)."""
     end = int(adj.crow_indices()[rows])
     return csr_matrix(adj.crow_indices()[: rows + 1], adj.col_indices()[:end], adj.values()[:end], (rows, cols))
+
+
+class _Aggregate(torch.autograd.Function):
+    """``adj @ x`` whose backward multiplies by ``adj``'s transpose built once per
+    matrix (``transpose_of``): torch's own backward of a sparse CSR product
+    rebuilds the transpose every pass, which dominated full-graph epochs."""
+
+    @staticmethod
+    def forward(ctx, x, adj):
+        ctx.adj = adj
+        return torch.sparse.mm(adj, x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.sparse.mm(transpose_of(ctx.adj), grad), None
+
+
+def aggregate(adj: torch.Tensor, x: torch.Tensor, mean: bool = False) -> torch.Tensor:
+    """Sum (or mean) over each row's entries of the CSR matrix ``adj`` (row =
+    destination) of the weighted source rows of ``x``: what PyG's convs do
+    with a sparse adjacency, with a backward that reuses the transpose."""
+    out = _Aggregate.apply(x, adj) if x.requires_grad else torch.sparse.mm(adj, x)
+    if not mean:
+        return out
+    inv = adj.__dict__.get("_grappa_inv_degree")
+    if inv is None:  # 1 / in-edges of each row (at least 1), once per matrix
+        inv = adj._grappa_inv_degree = 1.0 / adj.crow_indices().diff().clamp(min=1).to(x.dtype).unsqueeze(1)
+    return out * inv
+
+
+def project_first(adj: torch.Tensor, in_dim: int, out_dim: int) -> bool:
+    """Whether a linear layer after a sum over ``adj`` costs fewer multiply-adds
+    before it: projecting every source row then summing out_dim-wide rows,
+    against summing in_dim-wide rows then projecting only the targets. A
+    sampled step's sources are several times its targets (sum first); a
+    full graph's last layer narrows to the classes (project first)."""
+    targets, sources = adj.shape
+    nnz = adj.values().numel()
+    return sources * in_dim * out_dim + nnz * out_dim < nnz * in_dim + targets * in_dim * out_dim
+
+
+def transpose_of(adj: torch.Tensor) -> torch.Tensor:
+    """``adj``'s transpose as a CSR matrix (row = source), built at the first
+    backward and kept on ``adj``, so a graph reused every epoch pays once."""
+    t = adj.__dict__.get("_grappa_transpose")
+    if t is None:
+        crow, col, val = adj.crow_indices(), adj.col_indices(), adj.values()
+        rows, cols = adj.shape
+        row = torch.repeat_interleave(torch.arange(rows, dtype=col.dtype), crow.diff())
+        order = torch.argsort(col, stable=True)  # by source; destinations stay ascending within one
+        tcrow = torch.zeros(cols + 1, dtype=crow.dtype)
+        tcrow[1:] = torch.cumsum(torch.bincount(col, minlength=cols), 0)
+        t = adj._grappa_transpose = csr_matrix(tcrow, row[order], val[order], (cols, rows))
+    return t
 
 
 class SparseAdjacencyMixin:
@@ -261,15 +319,16 @@ class GCN(SparseAdjacencyMixin, LayerwiseGNN):
         return ei, w
 
     def _conv(self, i, x, edge_index, edge_weight):
-        return self.convs[i](x, edge_index, edge_weight)
+        if edge_index.layout == torch.strided:  # an edge list (layer-wise inference): PyG's conv
+            return self.convs[i](x, edge_index, edge_weight)
+        return self._conv_targets(i, x, edge_index, edge_index.size(0))
 
     def _conv_targets(self, i, x, adj, targets):
-        conv = self.convs[i]  # the self-loops are edges: no root term
-        if conv.in_channels > conv.out_channels:
-            return conv(x, adj)  # project every source row first: the sum then runs on narrower rows
-        # Sum first, then project only the targets (GCNConv projects every source row): a sampled
-        # step's sources are several times its targets, and the sum runs on rows no wider.
-        out = conv.lin(torch.sparse.mm(adj, x))
+        conv = self.convs[i]  # GCNConv(normalize=False) over the prepared matrix: the self-loops are edges
+        if project_first(adj, conv.in_channels, conv.out_channels):
+            out = aggregate(adj, conv.lin(x))
+        else:
+            out = conv.lin(aggregate(adj, x))
         return out if conv.bias is None else out.add_(conv.bias)
 
     streams = True
@@ -292,6 +351,20 @@ class SAGE(SparseAdjacencyMixin, LayerwiseGNN):
     def __init__(self, in_dim, hidden, out_dim, num_layers=2, dropout=0.5):
         dims = [in_dim] + [hidden] * (num_layers - 1) + [out_dim]
         super().__init__([SAGEConv(dims[i], dims[i + 1]) for i in range(num_layers)], dropout)
+
+    def _conv(self, i, x, edge_index, edge_weight):
+        if edge_index.layout == torch.strided:  # an edge list (layer-wise inference): PyG's conv
+            return self.convs[i](x, edge_index)
+        return self._conv_targets(i, x, edge_index, edge_index.size(0))
+
+    def _conv_targets(self, i, x, adj, targets):
+        conv = self.convs[i]  # SAGEConv's defaults: lin_l(mean of the sources) + lin_r(the target's own row)
+        if project_first(adj, conv.in_channels, conv.out_channels):  # the mean is linear: same result
+            neigh = aggregate(adj, F.linear(x, conv.lin_l.weight), mean=True)
+            neigh = neigh if conv.lin_l.bias is None else neigh.add_(conv.lin_l.bias)
+        else:
+            neigh = conv.lin_l(aggregate(adj, x, mean=True))
+        return neigh.add_(conv.lin_r(x[:targets]))
 
     def stream_scales(self, in_degree, in_count, num_targets):
         return None, 1.0 / np.maximum(in_count, 1).astype(np.float32), None  # the mean over the edges present

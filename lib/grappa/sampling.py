@@ -42,16 +42,18 @@ class NeighborSampler:
     def _sample_in_edges(self, frontier: np.ndarray, fanout: int):
         """(sources, index of the destination in ``frontier``) of up to
         ``fanout`` in-edges of each frontier node, drawn without replacement
-        (all of them for fan-out -1)."""
+        (all of them for fan-out -1), grouped by destination in frontier
+        order: a sample's edges come sorted by destination, so its adjacency
+        is built without a sort (``grappa.models.sparse_adjacency``)."""
         starts, counts = self.csr.in_edge_ranges(frontier)
-        keep_all = counts <= fanout if fanout >= 0 else np.ones(len(counts), bool)
-        whole, big = np.flatnonzero(keep_all), np.flatnonzero(~keep_all)
-        pos, seg = expand_ranges(starts[whole], counts[whole])  # every in-edge kept: nothing to draw
-        seg = whole[seg]
+        kept = counts if fanout < 0 else np.minimum(counts, fanout)
+        pos, seg = expand_ranges(starts, kept)  # each node's first kept positions: all of them where it keeps all
+        big = np.flatnonzero(kept < counts)
         if len(big):
-            # The others draw only the positions they keep: the in-edges a node does not keep are never listed.
-            picked = starts[big, None] + self._distinct_offsets(counts[big], fanout)
-            pos, seg = np.concatenate([pos, picked.ravel()]), np.concatenate([seg, np.repeat(big, fanout)])
+            # The others draw the positions they keep into their slots: the in-edges a node does not keep are
+            # never listed.
+            first = np.cumsum(kept) - kept
+            pos[first[big, None] + np.arange(fanout)] = starts[big, None] + self._distinct_offsets(counts[big], fanout)
         return self.csr.sources(pos), seg
 
     def _distinct_offsets(self, counts: np.ndarray, k: int) -> np.ndarray:

@@ -100,7 +100,3 @@ def dedup_edges(src, dst) -> tuple[np.ndarray, np.ndarray]:
     key = np.unique(np.asarray(dst, np.int64) * n + np.asarray(src, np.int64))
     return key % n, key // n
 
-
-def remove_self_loops(src, dst) -> tuple[np.ndarray, np.ndarray]:
-    keep = src != dst
-    return src[keep], dst[keep]

@@ -109,7 +109,3 @@ def metis_assignment(src, dst, n: int, k: int, seed: int, method: str, super_nod
         load[j] += sizes[p]
     return chunk_of_part[parts]
 
-
-def edge_cut(src, dst, chunk_of) -> float:
-    """Fraction of edges whose ends lie in different chunks."""
-    return float(np.mean(chunk_of(src) != chunk_of(dst))) if len(src) else 0.0

@@ -128,7 +128,7 @@ class LocalTraining(Method):
             self.sampler.rng = np.random.default_rng([seed, epoch, rank, step, 2])
             sub = self.sampler.sample(seeds)
             nodes = torch.from_numpy(sub.nodes)
-            out = sampled_forward(self.model, lg.x[nodes], sub)
+            out = sampled_forward(self.model, lg.x.index_select(0, nodes), sub)  # index_select: 4x x[nodes]
             y = lg.y[nodes[: sub.num_seeds]]
         loss = loss_fn(self.task, out, y)
         loss.backward()

@@ -13,11 +13,16 @@ from grappa.train.method import Method
 
 
 def full_graph_logits(model, data: GraphData, eval_batch_size: int, graph: tuple | None = None) -> torch.Tensor:
-    """Eval-mode outputs for every node: one forward when it fits, else layer-wise.
-    ``graph``: the prepared structure (``graph_args``) if the caller has it."""
+    """Eval-mode outputs for every node. ``graph``: the prepared structure
+    (``graph_args``) the caller holds anyway. Over a sparse adjacency, one
+    forward over the whole graph (no gradients: two N x width activations at
+    a time, what the layer-wise pass holds too, at several times its speed);
+    models over edge lists (GAT: per-edge attention) run layer-wise in
+    batches of ``eval_batch_size`` nodes on graphs larger than that."""
     model.eval()
+    sparse = graph is not None and graph[0].layout != torch.strided
     with torch.no_grad():
-        if isinstance(model, LayerwiseGNN) and data.num_nodes > eval_batch_size:
+        if not sparse and isinstance(model, LayerwiseGNN) and data.num_nodes > eval_batch_size:
             return layerwise_inference(model, data.x, data.csr, eval_batch_size)
         return model(data.x, *(graph or (data.edge_index,)))
 
@@ -54,7 +59,7 @@ class CentralizedMethod(Method):
             sub = self.sampler.sample(seeds[lo:lo + self.cfg.batch_size])
             nodes = torch.from_numpy(sub.nodes)
             self.opt.zero_grad()
-            out = sampled_forward(self.model, self.data.x[nodes], sub)
+            out = sampled_forward(self.model, self.data.x.index_select(0, nodes), sub)  # 4x x[nodes]
             loss = loss_fn(self.task, out, self.data.y[nodes[: sub.num_seeds]])
             loss.backward()
             self.opt.step()

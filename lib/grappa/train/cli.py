@@ -38,12 +38,20 @@ import numpy as np
 import torch
 
 from grappa.atomic import prepare_output_dir
-from grappa.checkpoint import load_checkpoint, load_latest, rank_path, save_checkpoint, save_rank_state
+from grappa.checkpoint import (
+    check_record,
+    load_checkpoint,
+    load_latest,
+    rank_path,
+    save_checkpoint,
+    save_rank_state,
+    training_record,
+)
 from grappa.cli_util import checked_everywhere, parse_args_once, reports_input_errors
 from grappa.comm import BACKENDS, ByteCounter, Comm, make_comm
 from grappa.comm.base import MIN, env_rank_size, threads_per_rank
 from grappa.errors import InputError, check_options
-from grappa.memory import reset_peak_rss
+from grappa.memory import freed_pages_kept, reset_peak_rss
 from grappa.models import MODELS, remove_generated_sources
 from grappa.shards.format import load_manifest
 from grappa.shards.validate import check_totals, validate_share
@@ -83,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default=d.metric, choices=METRICS,
                    help="auto: ROC-AUC for two-class and multilabel tasks (class 1 is positive), else accuracy")
     p.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size,
-                   help="nodes per layer-wise inference batch (graphs larger than this use it)")
+                   help="centralized evaluation of models over edge lists (GAT): nodes per layer-wise inference "
+                        "batch on graphs larger than this (models over a sparse adjacency run one no-grad forward)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--backend", default=d.backend, choices=BACKENDS, help="communication backend")
     p.add_argument("--comm-timeout", type=float, default=d.comm_timeout,
@@ -112,8 +121,8 @@ def config_from_args(a) -> TrainConfig:
         raise InputError("--comm-timeout", f"must exceed the longest legitimate wait of --method {cfg.method} "
                          f"({wait:g} s: its averaging period), got {cfg.comm_timeout:g}",
                          f"raise --comm-timeout above {wait:g}, or average more often")
-    if cfg.method == "halo" and cfg.batch_size:
-        raise InputError("--batch-size", "--method halo is full-graph training", "use --batch-size 0")
+    if resolve(cfg.method).full_graph_only and cfg.batch_size:
+        raise InputError("--batch-size", f"--method {cfg.method} is full-graph training", "use --batch-size 0")
     if cfg.batch_size and len(cfg.fanouts) != cfg.layers:
         raise InputError("--fanouts", f"needs one fan-out per layer ({cfg.layers}), got {cfg.fanouts}",
                          f"give {cfg.layers} values, or leave --fanouts out for 10 per layer")
@@ -197,6 +206,7 @@ def check_input(cfg: TrainConfig, cls, world_size: int) -> None:
     ck = load_latest(ckpt_dir)
     if ck is None:
         raise InputError(ckpt_dir, "--resume given but no checkpoint found", "drop --resume to start fresh")
+    check_record(ck, ck["path"])
     if ck.get("method", cfg.method) != cfg.method:
         raise InputError(ck["path"], f"checkpoint of --method {ck['method']}, not {cfg.method}",
                          f"resume with --method {ck['method']} or choose another --out")
@@ -290,7 +300,8 @@ def run(cfg: TrainConfig, comm: Comm | None = None) -> dict:
     if cfg.resume:
         log.keep_before(state.epoch)
     try:
-        st = run_epochs(cfg, comm, method, log, state, checkpoint=checkpoint)
+        with freed_pages_kept():  # epochs reuse each other's freed pages instead of faulting them in again
+            st = run_epochs(cfg, comm, method, log, state, checkpoint=checkpoint)
     except StopRequested:
         log.close()
         if own_comm:
@@ -334,9 +345,6 @@ def _load_data(cls, cfg: TrainConfig):
             dict(num_chunks=m["num_chunks"], partition_method=m["method"]))
 
 
-_RESERVED = ("format", "epoch", "step", "method", "world_size", "config", "dataset_id", "loop")
-
-
 def _save(method, cfg, comm, ckpt_dir: Path, epoch: int, step: int, st: LoopState) -> None:
     """Per-rank state first (if any), then rank 0's main file: the commit point.
     Non-finite parameters are never saved: a checkpoint at an epoch's start
@@ -349,12 +357,10 @@ def _save(method, cfg, comm, ckpt_dir: Path, epoch: int, step: int, st: LoopStat
         save_rank_state(ckpt_dir, epoch, step, comm.rank, mine)
         comm.barrier()
     if comm.rank == 0:
-        state = method.state_dict()
-        assert not set(state) & set(_RESERVED), f"method state may not use the keys {_RESERVED}"
-        save_checkpoint(ckpt_dir, {"format": "grappa-checkpoint/1", "epoch": epoch, "step": step,
-                                   "method": cfg.method, "world_size": comm.size, "config": cfg.to_dict(),
-                                   "dataset_id": dataset_id(cfg.data),
-                                   "loop": st.to_dict(), **state}, keep=cfg.checkpoint_keep,
+        record = training_record(epoch=epoch, step=step, method=cfg.method, world_size=comm.size,
+                                 config=cfg.to_dict(), dataset_id=dataset_id(cfg.data), loop=st.to_dict(),
+                                 state=method.state_dict())
+        save_checkpoint(ckpt_dir, record, keep=cfg.checkpoint_keep,
                         mid_write=lambda path: comm.fault_point("checkpoint", path))
     else:
         comm.fault_point("checkpoint")

@@ -209,7 +209,7 @@ class GrappaMethod(Method):
         else:
             sub = self.sampler.sample(seeds)
             nodes = torch.from_numpy(sub.nodes)
-            out = sampled_forward(self.model, lg.x[nodes], sub)
+            out = sampled_forward(self.model, lg.x.index_select(0, nodes), sub)  # index_select: 4x x[nodes]
             y = lg.y[nodes[: sub.num_seeds]]
         loss = loss_fn(self.task, out, y, self.node_weights(seeds))
         loss.backward()

@@ -43,11 +43,10 @@ class HaloMethod(Method):
     name, label = "halo", "halo"
     partition = "metis"
     categories = ("train_grad", "train_feat", "train_act_grad")
+    full_graph_only = True
 
     def __init__(self, cfg, comm, data, model, optimizer, stop_flag=lambda: False):
         super().__init__(cfg, comm, data, model, optimizer, stop_flag)
-        if cfg.batch_size:
-            raise InputError("--batch-size", "--method halo is full-graph training", "use --batch-size 0")
         if not isinstance(model, LayerwiseGNN):
             raise InputError("--model", "--method halo runs the model layer by layer", "use a built-in model")
         k = data.num_chunks

@@ -75,6 +75,7 @@ class Method:
     world_size: ClassVar[str] = "any"  # "one" | "any"
     stops_on_signal: ClassVar[bool] = True  # SIGUSR1/SIGTERM: checkpoint, exit 99 (requeue)
     resume_any_world_size: ClassVar[bool] = True
+    full_graph_only: ClassVar[bool] = False  # refuses --batch-size (the halo exchange runs whole layers)
     rate_flags: ClassVar[tuple[str, ...]] = ("lr", "weight_decay")  # what a diverged run should lower
     provisional: bool = False  # evaluate() scores something other than the final model: not a best
 
