@@ -182,7 +182,10 @@ def mpi_env(c: Cluster) -> dict:
     agent = Path(__file__).resolve().parents[2] / "hpc" / "cluster" / "netns_rsh.sh"
     return {"GRAPPA_CLUSTER": c.name, "OMPI_MCA_plm_rsh_agent": str(agent), "OMPI_MCA_plm_rsh_no_tree_spawn": "1",
             "OMPI_MCA_btl_tcp_if_include": f"{SUBNET}.0/24", "OMPI_MCA_oob_tcp_if_include": f"{SUBNET}.0/24",
-            "GLOO_SOCKET_IFNAME": "eth0", "HOROVOD_GLOO_IFACE": "eth0"}
+            "GLOO_SOCKET_IFNAME": "eth0", "HOROVOD_GLOO_IFACE": "eth0",
+            # The nodes share this machine's cores: a rank busy-polling TCP holds the core another
+            # node's rank needs (Horovod's Cora halo epoch: 336 ms polling, 88 ms yielding).
+            "OMPI_MCA_mpi_yield_when_idle": os.environ.get("OMPI_MCA_mpi_yield_when_idle", "1")}
 
 
 def serve_probe(port: int) -> None:
