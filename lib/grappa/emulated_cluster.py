@@ -86,7 +86,7 @@ class Cluster:
 
     @classmethod
     def load(cls, name: str) -> Cluster:
-        path = STATE_DIR / f"{name}.json"
+        path = cls(name, 0).state_path()
         if not path.exists():
             raise InputError(path, f"no emulated cluster named {name!r} is up", "list them with: ls " + str(STATE_DIR))
         return cls(**json.loads(path.read_text()))
@@ -177,10 +177,12 @@ def in_node(c: Cluster, i: int, cmd: list[str]) -> list[str]:
 
 
 def mpi_env(c: Cluster) -> dict:
-    """The environment for ``mpirun`` run in node 0: daemons started in the
-    other nodes' namespaces (hpc/cluster/netns_rsh.sh) and TCP on the test subnet."""
+    """This process's environment for a command in a node (``mpirun`` in node
+    0): daemons started in the other nodes' namespaces (hpc/cluster/netns_rsh.sh)
+    and TCP on the test subnet."""
     agent = Path(__file__).resolve().parents[2] / "hpc" / "cluster" / "netns_rsh.sh"
-    return {"GRAPPA_CLUSTER": c.name, "OMPI_MCA_plm_rsh_agent": str(agent), "OMPI_MCA_plm_rsh_no_tree_spawn": "1",
+    return {**os.environ, "GRAPPA_CLUSTER": c.name, "GRAPPA_CLUSTER_HOSTS": ",".join(c.hosts()),
+            "OMPI_MCA_plm_rsh_agent": str(agent), "OMPI_MCA_plm_rsh_no_tree_spawn": "1",
             "OMPI_MCA_btl_tcp_if_include": f"{SUBNET}.0/24", "OMPI_MCA_oob_tcp_if_include": f"{SUBNET}.0/24",
             "GLOO_SOCKET_IFNAME": "eth0", "HOROVOD_GLOO_IFACE": "eth0",
             # The nodes share this machine's cores: a rank busy-polling TCP holds the core another
@@ -295,8 +297,7 @@ def exec_in_cluster(c: Cluster, a) -> int:
     old = signal.signal(signal.SIGTERM, stop)
     try:
         _up_and_report(c, a)
-        env = {**os.environ, **mpi_env(c), "GRAPPA_CLUSTER_HOSTS": ",".join(c.hosts())}
-        return subprocess.run(in_node(c, 0, a.cmd), env=env).returncode
+        return subprocess.run(in_node(c, 0, a.cmd), env=mpi_env(c)).returncode
     except KeyboardInterrupt:
         return 130
     finally:
@@ -356,8 +357,7 @@ def main(argv=None) -> None:
             sys.exit(f"error: could not remove {left}")
     else:
         c = Cluster.load(a.name)
-        env = {**os.environ, **mpi_env(c), "GRAPPA_CLUSTER_HOSTS": ",".join(c.hosts())}
-        sys.exit(subprocess.run(in_node(c, a.node, a.cmd), env=env).returncode)
+        sys.exit(subprocess.run(in_node(c, a.node, a.cmd), env=mpi_env(c)).returncode)
 
 
 if __name__ == "__main__":

@@ -70,13 +70,16 @@ def trim_heap(min_free_bytes: int = 0) -> None:
     libc.malloc_trim(0)
 
 
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
+
+
 @contextmanager
 def freed_pages_kept():
     """Within: glibc keeps the pages of freed tensors for the next allocation
     instead of unmapping them. A block over 32 MB (an N x hidden activation)
     is otherwise mmap'ed fresh on every allocation, and faulting its pages in
-    again was over half of a full-graph epoch (docs/BENCHMARKS.md). Memory
-    freed in repartitions is still handed back after them
+    again was over half of a full-graph epoch (docs/BENCHMARKS.md). Set-up's
+    freed memory is handed back on entry, a repartition's after it
     (``PhasePeaks.TRIM_AFTER``), and peaks count what is live plus what the
     heap keeps free. On exit glibc's defaults come back and the heap is
     trimmed: a caller's process (``grappa.train.run`` in a notebook or a
@@ -85,6 +88,7 @@ def freed_pages_kept():
     if libc is None or not hasattr(libc, "mallopt"):
         yield
         return
+    trim_heap(TRIM_AT_PHASE_EDGE)  # set-up's temporaries (it runs outside any phase): not kept for training
     libc.mallopt(M_MMAP_MAX, 0)  # large blocks come from the heap, so free() keeps them
     libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)  # (an int: the most) free() leaves trimming to the phase edges
     try:
@@ -93,9 +97,6 @@ def freed_pages_kept():
         libc.mallopt(M_MMAP_MAX, 65536)  # glibc's defaults (mallopt(3))
         libc.mallopt(M_TRIM_THRESHOLD, 128 * 1024)
         trim_heap()
-
-
-M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
 
 
 def reset_peak_rss() -> None:
@@ -113,10 +114,11 @@ class PhasePeaks:
 
     ORDER = ("setup", "repartition", "train", "eval", "checkpoint")
     # Phases whose temporaries the training does not reuse: the heap is trimmed
-    # after them. Epochs, evaluations and checkpoints reuse each other's freed
+    # after them (set-up, only ``mark``ed, is trimmed where
+    # ``freed_pages_kept`` starts). Epochs, evaluations and checkpoints reuse each other's freed
     # pages (``freed_pages_kept``): trimming between them made every epoch
     # fault its pages in again, and their peaks count what the heap keeps free.
-    TRIM_AFTER = ("setup", "repartition")
+    TRIM_AFTER = ("repartition",)
 
     def __init__(self):
         self.peaks: dict[str, float] = {}
