@@ -136,6 +136,8 @@ def summarize(name: str, runs: list[dict], curves: list[list], target: float) ->
             c: statistics.mean(r["train_bytes_per_rank_per_epoch_by_category"].get(c, 0.0) for r in runs)
             for c in cats},
         "peak_rss_mb_per_rank_max": max(r["peak_rss_mb_max"] for r in runs),
+        "comm_time_s_per_epoch": statistics.mean(r.get("comm_time_s_per_epoch", 0.0) for r in runs),
+        "train_rounds_per_epoch": statistics.mean(r.get("train_rounds_per_epoch", 0.0) for r in runs),
         **adaqp_summary(runs),
     }
 
@@ -384,6 +386,16 @@ def make_plans(a, raw: Path, work: Path, out: Path, train_args: list[str]):
     return datasets, plans
 
 
+def _profiles(text: str) -> list[str]:
+    from grappa.emulated_cluster import PROFILES
+
+    names = [t for t in text.split(",") if t]
+    bad = [n for n in names if n not in PROFILES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown link profile(s) {bad}: choose from {', '.join(PROFILES)}")
+    return names
+
+
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
@@ -406,7 +418,13 @@ def main(argv=None) -> None:
     p.add_argument("--partition-ranks", type=int, default=2, help="MPI ranks of the partitioning jobs")
     p.add_argument("--work", default="work_data/bench", help="datasets (reused between invocations)")
     p.add_argument("--out", required=True, help="output directory (replaced)")
+    p.add_argument("--network", type=_profiles,
+                   help="run the distributed methods on each of these links, e.g. shm,10gbit,1gbit,wan: an emulated "
+                        "cluster per link (grappa.emulated_cluster; root), tables against the link")
+    p.add_argument("--nodes", type=int, default=2, help="--network: nodes the --ranks are spread over (default 2)")
     a = p.parse_args(argv)
+    if a.network and (a.ranks % a.nodes or not 2 <= a.nodes <= min(8, a.ranks)):
+        p.error(f"--nodes {a.nodes}: give 2 to min(8, --ranks) nodes that divide --ranks {a.ranks}")
     t0 = time.perf_counter()
     train_args = (PRESETS[a.preset]["train"] if a.preset else []) + extra
     work, out = Path(a.work), Path(a.out)
@@ -418,27 +436,14 @@ def main(argv=None) -> None:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    # One launch for centralized, one (mpirun) for every distributed method:
-    # process start-up would otherwise dominate small graphs (run_seeds.py).
+    if a.network:
+        import network_compare
+
+        return network_compare.run(a, raw, plans, metis_dir, train_args, t0)
     for distributed, plan in plans.items():
-        if not plan:
-            continue
-        plan_file = out / ("plan-distributed.json" if distributed else "plan-centralized.json")
-        plan_file.write_text(json.dumps(plan, indent=1))
-        cmd = [sys.executable, str(ROOT / "bench/run_seeds.py"), "--plan", str(plan_file)]
-        t1 = time.perf_counter()
-        sh([*mpirun(a.ranks), *cmd] if distributed else cmd)
-        print(f"[bench] {len(plan)} {'distributed' if distributed else 'centralized'} runs in "
-              f"{time.perf_counter() - t1:.0f} s", flush=True)
-    results, curves = {}, {}
-    for r in plans[False] + plans[True]:
-        results.setdefault(r["method"], []).append(json.loads((Path(r["out"]) / "result.json").read_text()))
-        curves.setdefault(r["method"], []).append(curve(Path(r["out"])))
+        run_plan(a, out, distributed, plan)
+    summary, results, curves, central = summaries(plans)
     metric = next(iter(results.values()))[0]["metric"]
-    # 98% of centralized accuracy (of the best method when centralized was not run)
-    central = max(statistics.mean(r["test_metric"] for r in rs) for n, rs in results.items()
-                  if n == "centralized" or "centralized" not in results)
-    summary = {n: summarize(n, results[n], curves[n], 0.98 * central) for n in results}
     pred = analytic(raw, metis_dir, train_args, a.ranks)
     wall = time.perf_counter() - t0
     md = report(a, raw, summary, pred, metric, wall, train_args)
@@ -451,6 +456,37 @@ def main(argv=None) -> None:
     plot(out, summary, curves, metric)
     print(md)
     print(f"[bench] wrote {out}/bench.json, bench.md, accuracy_vs_time.png, bytes_per_epoch.png ({wall:.0f} s)")
+
+
+def run_plan(a, out: Path, distributed: bool, plan: list[dict], launch: list[str] | None = None,
+             env: dict | None = None, tag: str = "") -> None:
+    """One launch for centralized, one (mpirun, or ``launch``) for every distributed method:
+    process start-up would otherwise dominate small graphs (run_seeds.py)."""
+    if not plan:
+        return
+    plan_file = out / f"plan-{'distributed' if distributed else 'centralized'}{tag}.json"
+    plan_file.write_text(json.dumps(plan, indent=1))
+    cmd = [sys.executable, str(ROOT / "bench/run_seeds.py"), "--plan", str(plan_file)]
+    t1 = time.perf_counter()
+    r = subprocess.run([*(launch or mpirun(a.ranks)), *cmd] if distributed else cmd, capture_output=True,
+                       text=True, env=env)
+    if r.returncode:
+        raise SystemExit(f"benchmark runs failed: {plan_file}\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}")
+    print(f"[bench] {len(plan)} {'distributed' if distributed else 'centralized'} runs{tag} in "
+          f"{time.perf_counter() - t1:.0f} s", flush=True)
+
+
+def summaries(plans: dict) -> tuple[dict, dict, dict, float]:
+    """Per-method summaries of the finished runs, their results and curves, and centralized's mean."""
+    results, curves = {}, {}
+    for r in plans[False] + plans[True]:
+        results.setdefault(r["method"], []).append(json.loads((Path(r["out"]) / "result.json").read_text()))
+        curves.setdefault(r["method"], []).append(curve(Path(r["out"])))
+    # 98% of centralized accuracy (of the best method when centralized was not run)
+    central = max(statistics.mean(r["test_metric"] for r in rs) for n, rs in results.items()
+                  if n == "centralized" or "centralized" not in results)
+    summary = {n: summarize(n, results[n], curves[n], 0.98 * central) for n in results}
+    return summary, results, curves, central
 
 
 if __name__ == "__main__":

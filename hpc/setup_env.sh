@@ -48,7 +48,8 @@ ensure_debs() {
     }
 }
 
-DEBS=(openmpi-bin libopenmpi-dev cmake make g++ hdf5-tools)
+# iptables + libnetfilter-queue-dev: added delay in the emulated cluster (hpc/cluster/delay_queue.c)
+DEBS=(openmpi-bin libopenmpi-dev cmake make g++ hdf5-tools iptables libnetfilter-queue-dev)
 [ "$WITH_SLURM" = 1 ] && DEBS+=(slurmctld slurmd slurm-client munge)
 # GRAPPA_SKIP_APT=1: the system packages come from elsewhere (conda, modules).
 [ "${GRAPPA_SKIP_APT:-0}" = 1 ] || ensure_debs "${DEBS[@]}"

@@ -120,3 +120,14 @@ def test_bytes_equal_histograms_times_the_row_formula(adaqp_runs):
     assert got["train_assign"] > 0 and res["solver_s_total"] > 0
     halo = json.loads((adaqp_runs / "halo" / "result.json").read_text())["train_bytes_per_rank_per_epoch_by_category"]
     assert got["train_feat"] < halo["train_feat"] / 3  # 8 bits is about 1/4; the solver goes lower
+
+
+def test_adaqp_runs_on_gloo_where_ranks_send_different_amounts(adaqp_runs):
+    """The channel profile once sent each rank's own largest split, which its receiver did not
+    expect: gloo aborted at P = 4 on METIS Cora (found by issue 28's network benchmark)."""
+    out = adaqp_runs / "fixed8-gloo"
+    r = run_mpi(4, "-m", "grappa.train", "--method", "adaqp", "--fixed-bits", "8", "--data", adaqp_runs / "cora-m4",
+                "--epochs", 3, "--dropout", "0", "--eval-every", "10", "--backend", "gloo", "--no-progress",
+                "--out", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    np.testing.assert_allclose(losses(out), losses(adaqp_runs / "fixed8")[:3], rtol=1e-4)

@@ -29,6 +29,9 @@ def expected(r: int, p: int) -> dict:
             "e": 16 * sum(j + 1 for j in range(p) if j != r),  # j+1 int64 pairs to each other rank j
             "f": 16 * sum(j + 1 for j in range(p) if j != r),  # the same, non-blocking
         },
+        # latency rounds (the time model's messages in sequence): 2 (P-1) per ring allreduce,
+        # P-1 per allgather, ceil(log2 P) per broadcast, 1 per alltoallv
+        "rounds": {"a": 2 * 2 * (p - 1), "b": 2 * (p - 1), "c": p - 1, "d": 2, "e": 1, "f": 1},
     }
 
 
@@ -46,6 +49,9 @@ def test_collectives_and_byte_counters_np4(tmp_path, backend):
                 assert {k: v for k, v in got["bytes"].items() if v} == {k: v for k, v in value.items() if v}, r
             else:
                 assert got[key] == value, (key, r)
+        # measured seconds inside each category's calls (the non-blocking one's wait included)
+        assert set(got["seconds"]) == {"a", "b", "c", "d", "e", "f", "barrier"}, got["seconds"]
+        assert all(0 < s < 60 for s in got["seconds"].values()), got["seconds"]
 
 
 def test_single_process_counts_nothing():

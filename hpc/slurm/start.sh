@@ -35,24 +35,8 @@ MEM="$(( $(free -m | awk '/^Mem:/{print $2}') * 9 / 10 ))"
 cat > "$SLURM_CONF" <<CONF
 ClusterName=grappa
 SlurmctldHost=$HOST(127.0.0.1)
-SlurmUser=root
-AuthType=auth/munge
-CredType=cred/munge
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-SwitchType=switch/none
-MpiDefault=none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-AccountingStorageType=accounting_storage/none
-JobAcctGatherType=jobacct_gather/none
-JobCompType=jobcomp/filetxt
+Include $(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/common.conf
 JobCompLoc=$DIR/jobcomp.log
-SchedulerParameters=batch_sched_delay=0
-SlurmdParameters=config_overrides
-ReturnToService=2
-MinJobAge=300
-KillWait=5
 StateSaveLocation=$DIR/state
 SlurmdSpoolDir=$DIR/spool
 SlurmctldPidFile=$DIR/slurmctld.pid

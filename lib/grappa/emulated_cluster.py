@@ -14,7 +14,11 @@ the machine's own namespace except the per-node hosts files under
 /etc/netns (``ip netns exec`` mounts them over /etc/hosts), removed again by
 ``down``. A link's rate is a tbf on both of its egress sides, with a burst
 above the GSO size (a smaller one collapses busy links). This kernel has no
-netem: added delay is refused, with the reason.
+netem, so added delay comes from a small NFQUEUE program in each node
+(hpc/cluster/delay_queue.c): every packet arriving at a node's eth0 is held
+for the one-way delay. It is held on arrival, not on departure: a packet
+held on the sender's side still counts against its socket (TCP small
+queues), which then sends two packets per delay (2 Mbit/s on the wan link).
 
 What was made is recorded in /run/grappa-cluster/NAME.json before it is
 made, so ``down`` removes everything, also after an interrupted ``up``.
@@ -22,6 +26,7 @@ made, so ``down`` removes everything, also after an interrupted ``up``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -41,6 +46,7 @@ SUBNET = "10.77.0"  # a private test subnet, inside the cluster's own namespaces
 PROFILES = {"shm": None, "10gbit": ("10gbit", 0.0), "1gbit": ("1gbit", 0.0), "100mbit": ("100mbit", 0.0),
             "wan": ("100mbit", 20.0)}  # (rate, delay in ms); shm: no namespaces, one node
 UNITS = {"kbit": 1e3, "mbit": 1e6, "gbit": 1e9}
+SMALL_PACKETS_UP_TO = 200e6  # bits/s: links this slow send MTU-sized packets (see shape)
 
 
 def rate_bits(rate: str) -> float:
@@ -58,6 +64,7 @@ class Cluster:
     name: str
     nodes: int
     rate: str | None = None  # None: unshaped veths
+    delay_ms: float = 0.0  # one-way, added on each node's egress
     made: list = field(default_factory=list)  # namespaces and hosts directories, in creation order
 
     def fabric(self) -> str:
@@ -99,8 +106,18 @@ def sh(*cmd: str) -> None:
 
 
 def shape(ns: str, dev: str, rate: str) -> None:
-    """tbf on ``dev``'s egress; burst max(80 kB, 200 us at the rate) (CLUSTER_NOTES: smaller collapses)."""
-    burst = max(80_000, int(rate_bits(rate) * 200e-6 / 8))
+    """tbf on ``dev``'s egress. The burst (bytes sent at once, above the rate) must hold the
+    largest packet: with GSO a packet is up to 64 kB, and a smaller burst collapses busy fast
+    links (CLUSTER_NOTES), so fast links get max(80 kB, 200 us at the rate). On a slow link that
+    burst is milliseconds of free line time (6.4 ms at 100 Mbit/s: a 92 kB gradient crossed in a
+    third of its time), so up to 200 Mbit/s the packets are split to the MTU (gso_max_segs 1;
+    the CPU keeps up there, not at 1 Gbit/s) and the burst is 200 us at the rate, at least two
+    full frames."""
+    bits = rate_bits(rate)
+    burst = max(80_000, int(bits * 200e-6 / 8))
+    if bits <= SMALL_PACKETS_UP_TO:
+        sh("ip", "-n", ns, "link", "set", dev, "gso_max_segs", "1")
+        burst = max(2 * 1514, int(bits * 200e-6 / 8))
     sh("ip", "-n", ns, "link", "set", dev, "txqueuelen", "1000")
     sh("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", rate,
        "burst", str(burst), "latency", "100ms")
@@ -145,11 +162,51 @@ def _add_node(c: Cluster, i: int, hosts: str) -> None:
     if c.rate:
         shape(ns, "eth0", c.rate)
         shape(fabric, port, c.rate)
+    if c.delay_ms:
+        _add_delay(c, ns)
     etc = Path("/etc/netns") / ns
     c.record(f"dir:{etc}")
     etc.mkdir(parents=True, exist_ok=True)
     (etc / "hosts").write_text(hosts)
     (etc / "hostname").write_text(f"node{i}\n")
+
+
+DELAY_SOURCE = Path(__file__).resolve().parents[2] / "hpc" / "cluster" / "delay_queue.c"
+
+
+def delay_program() -> Path:
+    """The NFQUEUE delay program, compiled once per source version into the user's cache."""
+    source = DELAY_SOURCE.read_bytes()
+    exe = Path.home() / ".cache" / "grappa" / f"delay_queue-{hashlib.sha256(source).hexdigest()[:12]}"
+    if exe.exists():
+        return exe
+    exe.parent.mkdir(parents=True, exist_ok=True)
+    tmp = exe.with_name(exe.name + f".{os.getpid()}")
+    r = subprocess.run(["cc", "-O2", "-o", str(tmp), str(DELAY_SOURCE), "-lnetfilter_queue"],
+                       capture_output=True, text=True)
+    if r.returncode or shutil.which("iptables-legacy") is None:
+        raise InputError("--delay-ms", "added delay needs an NFQUEUE program (this kernel has no netem), and "
+                         f"it cannot be built or hooked here: {r.stderr.strip()[-200:] or 'no iptables-legacy'}",
+                         "install the Debian packages iptables and libnetfilter-queue-dev (hpc/setup_env.sh "
+                         "does), or use a rate-only link")
+    tmp.replace(exe)
+    return exe
+
+
+def _add_delay(c: Cluster, ns: str) -> None:
+    """Hold node ``ns``'s incoming packets for the delay: the program first, then the hook."""
+    path = STATE_DIR / f"{ns}-delay.log"
+    c.record(f"file:{path}")
+    log = open(path, "w")
+    proc = subprocess.Popen(["ip", "netns", "exec", ns, str(delay_program()), "0", str(c.delay_ms * 1000)],
+                            stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
+    c.record(f"pid:{proc.pid}")
+    ready = proc.stdout.readline().strip()
+    log.close()
+    if ready != "ready":
+        raise RuntimeError(f"the delay program did not start in {ns}: see {log.name}")
+    sh("ip", "netns", "exec", ns, "iptables-legacy", "-A", "INPUT", "-i", "eth0", "-j", "NFQUEUE",
+       "--queue-num", "0", "--queue-bypass")
 
 
 def down(c: Cluster) -> list[str]:
@@ -161,6 +218,16 @@ def down(c: Cluster) -> list[str]:
             r = subprocess.run(["ip", "netns", "del", name], capture_output=True, text=True)
             if r.returncode and Path("/run/netns", name).exists():
                 left.append(what)
+        elif kind == "pid":  # a delay program this cluster started (by its PID, never by name)
+            try:
+                os.kill(int(name), signal.SIGTERM)
+                os.waitpid(int(name), 0)
+            except ChildProcessError:
+                _wait_gone(int(name))
+            except ProcessLookupError:
+                pass
+        elif kind == "file":
+            Path(name).unlink(missing_ok=True)
         elif kind == "dir":
             shutil.rmtree(name, ignore_errors=True)
             if Path(name).exists():
@@ -168,6 +235,16 @@ def down(c: Cluster) -> list[str]:
     if not left:
         c.state_path().unlink(missing_ok=True)
     return left
+
+
+def _wait_gone(pid: int, seconds: float = 5.0) -> None:
+    """Wait for a process another ``up`` started to exit (it cannot be reaped from here)."""
+    for _ in range(int(seconds / 0.05)):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
 
 
 def in_node(c: Cluster, i: int, cmd: list[str]) -> list[str]:
@@ -185,6 +262,7 @@ def mpi_env(c: Cluster) -> dict:
             "OMPI_MCA_plm_rsh_agent": str(agent), "OMPI_MCA_plm_rsh_no_tree_spawn": "1",
             "OMPI_MCA_btl_tcp_if_include": f"{SUBNET}.0/24", "OMPI_MCA_oob_tcp_if_include": f"{SUBNET}.0/24",
             "GLOO_SOCKET_IFNAME": "eth0", "HOROVOD_GLOO_IFACE": "eth0",
+            "GRAPPA_NODE_CORES": str(max(1, (os.cpu_count() or 1) // c.nodes)),  # the nodes share the cores
             # The nodes share this machine's cores: a rank busy-polling TCP holds the core another
             # node's rank needs (Horovod's Cora halo epoch: 336 ms polling, 88 ms yielding).
             "OMPI_MCA_mpi_yield_when_idle": os.environ.get("OMPI_MCA_mpi_yield_when_idle", "1")}
@@ -216,6 +294,8 @@ def probe(host: str, port: int, megabytes: int = 32, pings: int = 200) -> dict:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         rtts = []
         for _ in range(pings):
+            if sum(rtts) > 2.0:  # enough on a slow link (a 40 ms round trip: 50 pings)
+                break
             t0 = time.perf_counter()
             conn.sendall(b"p")
             conn.recv(1)
@@ -268,11 +348,11 @@ def cluster_from_args(a) -> Cluster:
     if a.profile == "shm":
         raise InputError("--profile", "shm is one machine's shared memory: no cluster to make",
                          "run mpirun directly, or choose 10gbit, 1gbit, 100mbit")
+    if delay < 0:
+        raise InputError("--delay-ms", f"{delay:g} ms", "give a delay of 0 or more milliseconds")
     if delay:
-        raise InputError("--delay-ms" if a.profile is None else "--profile",
-                         f"{delay:g} ms of added delay: this kernel has no netem, and no NFQUEUE delay program "
-                         "is installed", "use a rate-only link: --profile 10gbit, 1gbit or 100mbit")
-    return Cluster(a.name, a.nodes, rate)
+        delay_program()  # refuses here, before anything is made, where delay cannot be added
+    return Cluster(a.name, a.nodes, rate, delay)
 
 
 def _up_and_report(c: Cluster, a) -> None:
@@ -284,7 +364,8 @@ def _up_and_report(c: Cluster, a) -> None:
         raise
     if a.hostfile:
         write_hostfile(c, Path(a.hostfile), a.slots)
-    print(f"cluster {c.name}: {c.nodes} nodes {', '.join(c.hosts())}, link {c.rate or 'unshaped'}: measured "
+    print(f"cluster {c.name}: {c.nodes} nodes {', '.join(c.hosts())}, link {c.rate or 'unshaped'}"
+          + (f" + {c.delay_ms:g} ms" if c.delay_ms else "") + f": measured "
           f"{link['gbit_s']:.2f} Gbit/s, round trip {link['rtt_us']:.0f} us"
           + (f"; hostfile {a.hostfile}" if a.hostfile else ""), flush=True)
 
@@ -317,9 +398,11 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--name", default=f"gc{os.getpid()}" if name == "exec" else "grappa",
                        help="namespace prefix (default: grappa; exec: unique)")
         s.add_argument("--nodes", type=int, default=2, help="2 to 8 (default 2)")
-        s.add_argument("--profile", choices=sorted(PROFILES), help="a named link (wan needs delay: refused here)")
+        s.add_argument("--profile", choices=sorted(PROFILES),
+                       help="a named link: 10gbit, 1gbit, 100mbit, wan (100mbit + 20 ms each way)")
         s.add_argument("--rate", default="1gbit", help="link rate as tc reads it, without --profile (default 1gbit)")
-        s.add_argument("--delay-ms", type=float, default=0.0, help="added one-way delay (needs netem: refused here)")
+        s.add_argument("--delay-ms", type=float, default=0.0,
+                       help="added one-way delay into each node, by an NFQUEUE program (default 0)")
         s.add_argument("--hostfile", help="write an OpenMPI hostfile (node addresses) here")
         s.add_argument("--slots", type=int, default=1, help="ranks per node in the hostfile (default 1)")
         if name == "exec":

@@ -31,6 +31,8 @@ pending = comm.ialltoallv(rows, splits, [r + 1] * p, category="f")  # rank q sen
 res["ialltoallv"] = pending.wait().tolist()
 comm.barrier()
 res["bytes"] = comm.counter.snapshot()
+res["rounds"] = dict(comm.counter.rounds)
+res["seconds"] = dict(comm.counter.seconds)
 with open(f"{out}/rank{r}.json", "w") as f:
     json.dump(res, f)
 comm.shutdown()

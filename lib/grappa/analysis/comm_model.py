@@ -11,6 +11,22 @@ alone (no training run), under the comm layer's cost model:
 "rows" is the mean over ranks of the boundary rows a rank sends per layer:
 the number of distinct (node, other rank) pairs with an edge from the node
 to a node on the other rank, divided by P.
+
+Time (issue 28), an alpha-beta model on a cluster of nodes, each with one
+link of ``rate`` bits/s each way and round trip ``rtt`` s, holding ``r`` of
+the P ranks:
+
+    t = rounds * rtt + r * bytes * (P - r) / (P - 1) * 8 / rate
+
+rounds: the messages a rank sends one after another (grappa.comm.base
+counts them per call); each costs a round trip, not a one-way delay: a
+ring step's data moves once the neighbour has said it is ready (gloo's
+pairs; docs/BENCHMARKS.md shows the fit). bytes: what a rank sends, of
+which the share (P - r) / (P - 1) goes to ranks on other nodes (traffic
+spread evenly over the other ranks), and the node's r ranks share its link.
+What the model leaves out is the time a rank waits in a collective for a
+slower rank and the CPU time of the call itself: the measured communication
+time on shared memory, where the link costs nothing, is that floor.
 """
 from __future__ import annotations
 
@@ -49,3 +65,19 @@ def boundary_rows(raw_dir, node_rank: np.ndarray, world_size: int, block: int = 
         pairs.append(np.unique(s[cut] * world_size + q[cut]))  # (source node, receiving rank)
     total = len(np.unique(np.concatenate(pairs))) if pairs else 0
     return total / world_size
+
+
+def comm_time(bytes_per_rank: float, rounds: float, rate_bits: float, rtt_s: float, world_size: int,
+              ranks_per_node: int = 1) -> float:
+    """Predicted seconds of communication for ``bytes_per_rank`` sent in ``rounds`` latency rounds."""
+    if world_size <= ranks_per_node:
+        return 0.0  # one node: nothing crosses a link
+    off_node = ranks_per_node * bytes_per_rank * (world_size - ranks_per_node) / (world_size - 1)
+    return rounds * rtt_s + 8 * off_node / rate_bits
+
+
+def random_boundary_rows(num_nodes: int, avg_out_degree: float, world_size: int) -> float:
+    """Boundary rows per rank when nodes are spread at random over the ranks (an upper bound for
+    METIS): a node with d out-neighbours reaches each other rank with probability 1 - (1 - 1/P)^d."""
+    p = world_size
+    return num_nodes / p * (p - 1) * (1 - (1 - 1 / p) ** avg_out_degree)

@@ -3,18 +3,24 @@
 Each call adds the bytes *this rank sends* to a per-category counter under a
 fixed, documented cost model (see docs/ARCHITECTURE.md, "Counting bytes"):
 
-    allreduce   2 (P-1)/P * n   ring reduce-scatter + allgather
-    allgather   (P-1) * n_own   each rank's block travels to every other rank
-    broadcast   root: (P-1) * n, others 0 (also the non-blocking ibroadcast)
-    alltoallv   sum of the bytes addressed to other ranks
+    allreduce   2 (P-1)/P * n   ring reduce-scatter + allgather   2 (P-1) rounds
+    allgather   (P-1) * n_own   each rank's block travels to every other rank   P-1 rounds
+    broadcast   root: (P-1) * n, others 0 (also the non-blocking ibroadcast)   ceil(log2 P) rounds
+    alltoallv   sum of the bytes addressed to other ranks   1 round (the sends overlap)
     barrier     0
 
 so comparisons between methods are exact and independent of the backend's
-internal algorithm choice.
+internal algorithm choice. The rounds (messages one after another, each
+paying the link's latency) feed grappa.analysis.comm_model's time model.
+Beside the bytes, the counter keeps the seconds
+spent inside each category's calls (a non-blocking call: posting it plus
+waiting for it), measured, not modelled: on a network it is the
+communication time, waiting for slower ranks included.
 """
 from __future__ import annotations
 
 import os
+import time
 from collections import defaultdict
 
 import torch
@@ -27,26 +33,32 @@ SUM, AVERAGE, MAX, MIN = "sum", "average", "max", "min"
 
 
 def threads_per_rank() -> int:
-    """Cores divided by the ranks on this node (OMP_NUM_THREADS wins if set)."""
+    """Cores of this node divided by its ranks (OMP_NUM_THREADS wins if set)."""
     if os.environ.get("OMP_NUM_THREADS"):
         return max(1, int(os.environ["OMP_NUM_THREADS"]))
     # srun sets SLURM_STEP_TASKS_PER_NODE ("4", "2(x3)" or "3,1"): without it, 4 srun ranks each
     # took every core and ran 4x slower than under mpirun.
     local = (os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE") or os.environ.get("SLURM_STEP_TASKS_PER_NODE")
              or os.environ.get("SLURM_NTASKS_PER_NODE") or os.environ.get("LOCAL_WORLD_SIZE") or "1")
-    return max(1, (os.cpu_count() or 1) // max(1, int(local.split(",")[0].split("(")[0])))
+    # GRAPPA_NODE_CORES: an emulated node's share of the machine (grappa.emulated_cluster); one
+    # rank a node took both cores beside the other node's rank: Grappa's Cora epoch 20 -> 300 ms.
+    cores = int(os.environ.get("GRAPPA_NODE_CORES") or os.cpu_count() or 1)
+    return max(1, cores // max(1, int(local.split(",")[0].split("(")[0])))
 
 
 class ByteCounter:
-    """Bytes sent and calls made, by category."""
+    """Bytes sent, calls made and seconds spent in them, by category."""
 
     def __init__(self):
         self.bytes: dict[str, int] = defaultdict(int)
         self.calls: dict[str, int] = defaultdict(int)
+        self.rounds: dict[str, int] = defaultdict(int)
+        self.seconds: dict[str, float] = defaultdict(float)
 
-    def add(self, category: str, nbytes: float) -> None:
+    def add(self, category: str, nbytes: float, rounds: int = 1) -> None:
         self.bytes[category] += int(round(nbytes))
         self.calls[category] += 1
+        self.rounds[category] += rounds
 
     def snapshot(self) -> dict[str, int]:
         return dict(self.bytes)
@@ -64,14 +76,26 @@ class Pending:
 
     def __init__(self, result: torch.Tensor, test=lambda: True, wait=None):
         self._result, self._test, self._wait = result, test, wait
+        self._clock = None  # (ByteCounter, category) that the blocking wait is charged to
+
+    def timed(self, counter: ByteCounter, category: str) -> Pending:
+        self._clock = (counter, category)
+        return self
 
     def test(self) -> bool:
         return bool(self._test())
 
     def wait(self) -> torch.Tensor:
         if self._wait is not None:
+            t0 = time.perf_counter()
             self._result, self._wait = self._wait(), None
+            if self._clock:
+                self._clock[0].seconds[self._clock[1]] += time.perf_counter() - t0
         return self._result
+
+
+def _log2(p: int) -> int:
+    return max(p - 1, 0).bit_length()
 
 
 def nbytes(t: torch.Tensor) -> int:
@@ -94,6 +118,7 @@ class Comm:
         self.faults.hit(phase, path)
 
     def _enter(self, category: str) -> None:
+        self._entered = time.perf_counter()
         if self.watchdog:
             self.watchdog.enter(category)
         if category.startswith("train_"):
@@ -102,6 +127,7 @@ class Comm:
             self.faults.hit("eval")
 
     def _leave(self, category: str, result):
+        self.counter.seconds[category] += time.perf_counter() - self._entered
         if self.watchdog:
             self.watchdog.leave()
         if category.startswith("train_") and self.faults.hit("step") and isinstance(result, torch.Tensor):
@@ -112,18 +138,18 @@ class Comm:
     # -- public API (counts, then delegates) ---------------------------------
     def allreduce(self, t: torch.Tensor, op: str = SUM, category: str = "other") -> torch.Tensor:
         p = self.size
-        self.counter.add(category, 2 * (p - 1) / p * nbytes(t))
+        self.counter.add(category, 2 * (p - 1) / p * nbytes(t), 2 * (p - 1))
         self._enter(category)
         return self._leave(category, self._allreduce(t, op) if p > 1 else t.clone())
 
     def allgather(self, t: torch.Tensor, category: str = "other") -> torch.Tensor:
         """Concatenate every rank's tensor along dim 0 (first dims may differ)."""
-        self.counter.add(category, (self.size - 1) * nbytes(t))
+        self.counter.add(category, (self.size - 1) * nbytes(t), self.size - 1)
         self._enter(category)
         return self._leave(category, self._allgather(t) if self.size > 1 else t.clone())
 
     def broadcast(self, t: torch.Tensor, root: int = 0, category: str = "other") -> torch.Tensor:
-        self.counter.add(category, (self.size - 1) * nbytes(t) if self.rank == root else 0)
+        self.counter.add(category, (self.size - 1) * nbytes(t) if self.rank == root else 0, _log2(self.size))
         self._enter(category)
         return self._leave(category, self._broadcast(t, root) if self.size > 1 else t.clone())
 
@@ -131,10 +157,13 @@ class Comm:
         """Non-blocking broadcast: every rank posts it (non-roots early, to poll
         with ``test()``); it completes once the root has posted its value.
         ``name`` must be the same on every rank and new for every call."""
-        self.counter.add(category, (self.size - 1) * nbytes(t) if self.rank == root else 0)
+        self.counter.add(category, (self.size - 1) * nbytes(t) if self.rank == root else 0, _log2(self.size))
         if self.size == 1:
             return Pending(t.clone())
-        return self._ibroadcast(t, root, name)
+        t0 = time.perf_counter()
+        pending = self._ibroadcast(t, root, name).timed(self.counter, category)
+        self.counter.seconds[category] += time.perf_counter() - t0
+        return pending
 
     def alltoallv(self, t: torch.Tensor, splits: list[int], category: str = "other"):
         """Send rows ``t[sum(splits[:j]) : sum(splits[:j+1])]`` to rank j.
@@ -154,7 +183,7 @@ class Comm:
         # Posted, not waited for: leave at once, or the watchdog would time the caller's
         # overlapped compute (and every later stretch until the next blocking collective).
         return self._leave(category, Pending(t.clone()) if self.size == 1 else
-                           self._ialltoallv(t, splits, [int(s) for s in recv_splits]))
+                           self._ialltoallv(t, splits, [int(s) for s in recv_splits]).timed(self.counter, category))
 
     def _count_alltoallv(self, t, splits, category) -> list[int]:
         splits = [int(s) for s in splits]

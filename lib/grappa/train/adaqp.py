@@ -168,7 +168,9 @@ class AdaQP(HaloMethod):
         """Time a transfer on each ring channel at three sizes; fit seconds =
         intercept + slope x MB per channel (the sender's view); allgather the fits."""
         comm, p, r = self.comm, self.comm.size, self.comm.rank
-        top = max(4096, max(self.plan.send_splits) * self.x.shape[1] * 4)
+        # One size for every rank: a receiver expects what its sender sends (a rank's own
+        # largest split differs from its neighbour's; gloo aborts on the longer message).
+        top = int(comm.allreduce_object_max(max(4096, max(self.plan.send_splits) * self.x.shape[1] * 4)))
         fits = []
         for step in range(1, p):
             to, frm = (r + step) % p, (r - step) % p

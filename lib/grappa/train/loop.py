@@ -47,6 +47,8 @@ class LoopState:
     epoch_times: list = field(default_factory=list)
     eval_times: list = field(default_factory=list)  # each distributed evaluation's wall time
     train_bytes: dict = field(default_factory=dict)
+    train_comm_s: dict = field(default_factory=dict)  # seconds inside training's communication calls (this rank)
+    train_rounds: int = 0  # latency rounds of those calls (grappa.comm.base)
     since_best: int = 0
     elapsed_s: float = 0.0  # training + evaluation time so far (what "time to accuracy" uses)
 
@@ -74,7 +76,8 @@ def run_epochs(cfg: TrainConfig, comm: Comm, method, log: MetricsLog, state: Loo
         if checkpoint and epoch != first and (method.is_boundary(epoch) or periodic):
             with phases.phase("checkpoint"):
                 checkpoint(epoch, 0, st)  # checkpoint barrier, then the method repartitions
-        snap = comm.counter.snapshot()
+        snap, spent = comm.counter.snapshot(), dict(comm.counter.seconds)
+        rounds = sum(v for k, v in comm.counter.rounds.items() if k.startswith("train"))
         t0 = time.perf_counter()
         elapsed0 = st.elapsed_s
         try:
@@ -91,7 +94,13 @@ def run_epochs(cfg: TrainConfig, comm: Comm, method, log: MetricsLog, state: Loo
         sent = {k: v for k, v in comm.counter.since(snap).items() if k.startswith("train")}
         for k, v in sent.items():
             st.train_bytes[k] = st.train_bytes.get(k, 0) + v
-        row = {"epoch": epoch, "loss": loss, "epoch_time_s": dt, "bytes": sent}
+        comm_s = 0.0
+        for k, v in comm.counter.seconds.items():
+            if k.startswith("train"):
+                st.train_comm_s[k] = st.train_comm_s.get(k, 0.0) + v - spent.get(k, 0.0)
+                comm_s += v - spent.get(k, 0.0)
+        st.train_rounds += sum(v for k, v in comm.counter.rounds.items() if k.startswith("train")) - rounds
+        row = {"epoch": epoch, "loss": loss, "epoch_time_s": dt, "comm_time_s": comm_s, "bytes": sent}
         if (epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1 or method.finished:
             t_eval = time.perf_counter()
             with phases.phase("eval"):
@@ -138,9 +147,10 @@ def build_result(cfg: TrainConfig, comm: Comm, st: LoopState, dataset: str, metr
     if unknown:
         raise ValueError(f"training bytes in unregistered categories {sorted(unknown)}: add them to TRAIN_CATEGORIES")
     # Ranks can send different amounts (halo exchange): report the mean and the max over ranks.
-    mine = torch.tensor([float(st.train_bytes.get(c, 0)) for c in TRAIN_CATEGORIES], dtype=torch.float64)
+    mine = torch.tensor([float(st.train_bytes.get(c, 0)) for c in TRAIN_CATEGORIES] + [
+        st.train_comm_s.get(c, 0.0) for c in TRAIN_CATEGORIES] + [sum(st.train_comm_s.values())], dtype=torch.float64)
     mean = comm.allreduce(mine, category="control") / comm.size
-    mx = comm.allreduce(mine.sum().reshape(1), MAX, "control")
+    mx = comm.allreduce(torch.stack([mine[:len(TRAIN_CATEGORIES)].sum(), mine[-1]]), MAX, "control")
     by_cat = {c: float(v) / epochs_run for c, v in zip(TRAIN_CATEGORIES, mean.tolist()) if v}
     phases = phases or PhasePeaks()
     rss = comm.allreduce(torch.tensor([phases.overall(), *phases.vector()], dtype=torch.float64), MAX, "control")
@@ -153,6 +163,11 @@ def build_result(cfg: TrainConfig, comm: Comm, st: LoopState, dataset: str, metr
         "train_bytes_per_rank_per_epoch_max": float(mx[0]) / epochs_run,
         "train_bytes_per_rank_per_epoch_by_category": by_cat,
         "train_bytes_by_category": st.train_bytes,  # this rank (rank 0), whole run
+        # measured seconds inside training's communication calls per epoch (waits for slower ranks included)
+        "comm_time_s_per_epoch": float(mean[-1]) / epochs_run, "comm_time_s_per_epoch_max": float(mx[1]) / epochs_run,
+        "comm_time_s_per_epoch_by_category": {c: float(v) / epochs_run for c, v in zip(
+            TRAIN_CATEGORIES, mean[len(TRAIN_CATEGORIES):-1].tolist()) if v},
+        "train_rounds_per_epoch": st.train_rounds / epochs_run,  # rank 0's
         "eval_bytes_total": comm.counter.bytes.get("eval", 0),
         "epoch_time_s_median": statistics.median(st.epoch_times) if st.epoch_times else 0.0,
         "train_time_s_total": sum(st.epoch_times),
