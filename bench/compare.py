@@ -1,18 +1,13 @@
 #!/usr/bin/env python
 """The comparison benchmark: every method on one graph, side by side.
 
-Runs the registered methods (grappa.train.registry) with the same model,
-epochs and seeds: by default centralized training (one process), halo
-exchange (exact distributed full-graph training, METIS partition, K = P),
-Grappa and its two ablations (UW: uniform weights; FP: fixed partitions);
-`--methods all` adds the model-averaging methods (PSGD-PA, RandomTMA,
-SuperTMA, in their deterministic step mode: see --averaging-args) and LLCG
-(its defaults: K = 64 local steps decreasing by rho = 1.1 per round, one
-server correction step per round; an epoch is one round), RETEXO and AdaQP
-(with and without overlap, so the overlap's saving is measured in the same
-invocation), and `--drop-parts D` also runs each averaging method with D of P + D parts never
-trained. Each method gets the partition it declares (made once, reused).
-Writes, in --out:
+Runs registered methods (grappa.train.registry; by default its
+BENCH_DEFAULT, `--methods all` every one) with the same model, epochs and
+seeds. Each method brings what the benchmark needs to know of it: its
+partition (made once, reused), its benchmark flags (``Method.bench_flags``,
+replaced for a family by `--method-args FAMILY=FLAGS`: see --help), the
+variants it adds (the averaging methods' `--drop-parts D`: D of P + D parts
+never trained) and its own summary keys and analysis lines. Writes, in --out:
 
     bench.json             every run's result and the per-method summary
     bench.md               the table (Markdown) and the analysis
@@ -20,11 +15,10 @@ Writes, in --out:
     bytes_per_epoch.png    training bytes per rank per epoch (log scale)
 
     python bench/compare.py --preset cora --ranks 4 --out bench_results/cora
-    python bench/compare.py --preset sbm --ranks 4 --out bench_results/sbm
+    python bench/compare.py --preset sbm --ranks 4 --methods all --out bench_results/sbm
     python bench/compare.py --raw work_data/mygraph --ranks 8 --out bench_results/mine -- --model sage --epochs 100
-    python bench/compare.py --preset cora --methods centralized psgd-pa random-tma super-tma --seeds 0 1 --out DIR
-    python bench/compare.py --preset cora --ranks 4 --seeds 0 1 --methods centralized psgd-pa llcg --out DIR
-    python bench/compare.py --preset cora --ranks 4 --seeds 0 1 --methods halo adaqp --out DIR
+    python bench/compare.py --preset cora --method-args grappa="--halo-hops 0" --out DIR
+    python bench/compare.py --preset cora --ranks 4 --nodes 2 --network shm,1gbit,wan --out DIR   # network_compare.py
 
 Presets: cora (the shipped Cora; GCN, 100 epochs), sbm (a generated SBM
 with 200k nodes and 2.4M edges; GCN hidden 64, 50 epochs) and sbm-sparse
@@ -50,11 +44,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-# The full method's flags: node-level coverage weights, a new shuffled chunk
-# assignment every 5 epochs; the halo is grappa's default (--layers hops
-# within --halo-budget-mb; `--grappa-args "... --halo-hops 0"` isolates the
-# chunk sets as the Grappa paper does, docs/BENCHMARKS.md).
-GRAPPA_ARGS = "--schedule shuffle --repartition-every 5 --weighting node"
 PRESETS = {
     "cora": {"train": ["--model", "gcn", "--hidden", "16", "--layers", "2", "--dropout", "0.5", "--lr", "0.01",
                        "--weight-decay", "5e-4", "--epochs", "100", "--eval-every", "5"]},
@@ -69,11 +58,6 @@ PRESETS = {
                                 "--num-features", "32", "--feature-signal", "0.1", "--num-classes", "8",
                                 "--seed", "0"]},
 }
-DEFAULT_METHODS = ["centralized", "halo", "grappa", "grappa-uw", "grappa-fp"]
-ALIASES = {"uw": "grappa-uw", "fp": "grappa-fp"}
-# Averaging methods run in the deterministic step mode, so runs are comparable
-# and reproducible; an "epoch" is then one pass over each rank's training nodes.
-AVERAGING_ARGS = "--average-every-steps 5"
 
 
 def sh(cmd: list[str]) -> None:
@@ -138,75 +122,29 @@ def summarize(name: str, runs: list[dict], curves: list[list], target: float) ->
         "peak_rss_mb_per_rank_max": max(r["peak_rss_mb_max"] for r in runs),
         "comm_time_s_per_epoch": statistics.mean(r.get("comm_time_s_per_epoch", 0.0) for r in runs),
         "train_rounds_per_epoch": statistics.mean(r.get("train_rounds_per_epoch", 0.0) for r in runs),
-        **adaqp_summary(runs),
+        **method_summary(name, runs),
     }
 
 
-def adaqp_summary(runs: list[dict]) -> dict:
-    """AdaQP runs: mean bits per message of the assigned cycles, per layer and
-    direction, over seeds; the solver's total time."""
-    if not runs[0].get("bit_histograms"):
-        return {}
-    bits: dict[str, list[float]] = {}
-    for r in runs:
-        for cycle in r["bit_histograms"]:
-            for key, hist in cycle["bits"].items():
-                n = sum(hist.values())
-                bits.setdefault(key, []).append(sum(int(b) * c for b, c in hist.items()) / max(n, 1))
-    return {"mean_bits_assigned": {k: statistics.mean(v) for k, v in sorted(bits.items())},
-            "solver_s_total_mean": statistics.mean(r["solver_s_total"] for r in runs),
-            "assign_cycles": len(runs[0]["bit_histograms"])}
+def method_class(label: str):
+    """The registered method whose table label (or a variant's: "..., 2 of P+2 parts dropped") is ``label``."""
+    from grappa.train.registry import METHODS
+
+    return next((c for c in METHODS.values() if label == c.label or label.startswith(f"{c.label}, ")), None)
 
 
-def adaqp_lines(summary: dict, metric: str) -> list[str]:
-    """AdaQP against halo: accuracy, bytes (all and exchange only), bits, overlap saving."""
-    from grappa.train.adaqp import AdaQP, AdaQPNoOverlap
-
-    if AdaQP.label not in summary or "halo" not in summary:
-        return []
-    q, h = summary[AdaQP.label], summary["halo"]
-
-    def exchange(s):
-        cats = s["train_bytes_per_rank_per_epoch_by_category"]
-        return cats.get("train_feat", 0.0) + cats.get("train_act_grad", 0.0)
-
-    lines = [f"- AdaQP vs halo: test {metric} {100 * (q['test_mean'] - h['test_mean']):+.2f} points; training "
-             f"bytes per rank per epoch {q['train_bytes_per_rank_per_epoch'] / h['train_bytes_per_rank_per_epoch']:.3f}"
-             f"x of halo's (the halo exchange alone: {exchange(q) / exchange(h):.3f}x); epoch time "
-             f"{q['epoch_time_s_median'] / h['epoch_time_s_median']:.2f}x.",
-             f"- AdaQP bit-widths, mean bits per message over the {q.get('assign_cycles', 0)} assigned cycles "
-             f"(the first cycle is 8 bits): " + ", ".join(f"{k} {v:.2f}" for k, v in
-                                                           q.get("mean_bits_assigned", {}).items())
-             + f"; solver time {q.get('solver_s_total_mean', 0.0):.3f} s per run."]
-    if AdaQPNoOverlap.label in summary:
-        w, o = summary[AdaQPNoOverlap.label]["epoch_time_s_median"], q["epoch_time_s_median"]
-        lines.append(f"- AdaQP overlap: {1000 * (w - o):+.1f} ms per epoch saved against the same run without "
-                     f"overlap ({1000 * w:.1f} -> {1000 * o:.1f} ms, {100 * (w - o) / w:+.1f}%).")
-    return lines
+def method_summary(label: str, runs: list[dict]) -> dict:
+    cls = method_class(label)
+    return cls.bench_summary(runs) if cls else {}
 
 
 def analytic(raw: Path, metis_dir: Path, train_args: list[str], ranks: int) -> dict:
     """Predicted bytes (grappa.analysis.comm_model), from the graph and model only."""
-    from grappa.analysis.comm_model import boundary_rows, grappa_bytes, halo_bytes
-    from grappa.models import build_model
-    from grappa.partition.schedule import chunk_sets, owner_of_chunks
+    from grappa.analysis.comm_model import predicted_bytes
     from grappa.train.cli import build_parser, config_from_args
 
     cfg = config_from_args(build_parser().parse_args(["--data", str(raw), *train_args]))
-    info = json.loads((raw / "graph.json").read_text())
-    model = build_model(cfg.model, info["num_features"], cfg.hidden, info["num_classes"], cfg.layers,
-                        cfg.dropout, cfg.heads)
-    params = sum(p.numel() for p in model.parameters())
-    width = cfg.hidden * (cfg.heads if cfg.model == "gat" else 1)
-    dims = [info["num_features"]] + [width] * (cfg.layers - 1)
-    k = json.loads((metis_dir / "manifest.json").read_text())["num_chunks"]
-    owner = owner_of_chunks(chunk_sets("fixed", k, ranks, 0, 0), k)
-    node_rank = owner[np.load(metis_dir / "node_chunk.npy")]
-    rows = boundary_rows(raw, node_rank, ranks)
-    g, h = grappa_bytes(params, ranks), halo_bytes(rows, dims, params, ranks)
-    return {"params": params, "layer_input_dims": dims, "boundary_rows_per_rank": rows,
-            "grappa_bytes_per_rank_per_epoch": g, "halo_bytes_per_rank_per_epoch": h, "halo_over_grappa": h / g,
-            "full_graph": cfg.batch_size == 0}
+    return predicted_bytes(raw, metis_dir, cfg, ranks)
 
 
 def fmt_bytes(b: float) -> str:
@@ -217,14 +155,17 @@ def fmt_bytes(b: float) -> str:
 
 
 def table(summary: dict, metric: str) -> str:
-    halo_t = summary["halo"]["epoch_time_s_median"] if "halo" in summary else None
-    lines = [f"| method | ranks | test {metric} (mean ± std) | epoch time (median) | vs halo | time to 98% of "
+    from grappa.train.registry import REFERENCE, resolve
+
+    ref = resolve(REFERENCE).label
+    ref_t = summary[ref]["epoch_time_s_median"] if ref in summary else None
+    lines = [f"| method | ranks | test {metric} (mean ± std) | epoch time (median) | vs {ref} | time to 98% of "
              "centralized | train bytes / rank / epoch | by category | peak RSS / rank |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
     for name, s in summary.items():
         reach = (f"{s['time_to_98pct_s_median']:.1f} s" if s["time_to_98pct_s_median"] is not None
                  else f"not reached ({s['seeds_reaching_98pct']}/{len(s['seeds'])} seeds)")
-        ratio = f"{s['epoch_time_s_median'] / halo_t:.2f}x" if halo_t else "-"
+        ratio = f"{s['epoch_time_s_median'] / ref_t:.2f}x" if ref_t else "-"
         cats = ", ".join(f"{c.removeprefix('train_')} {fmt_bytes(v)}"
                          for c, v in s["train_bytes_per_rank_per_epoch_by_category"].items()) or "-"
         lines.append(f"| {name} | {s['world_size']} | {100 * s['test_mean']:.2f} ± {100 * s['test_std']:.2f} | "
@@ -278,41 +219,24 @@ def plot(out: Path, summary: dict, curves: dict, metric: str) -> None:
 
 
 def report(a, raw: Path, summary: dict, pred: dict, metric: str, wall: float, train_args: list[str]) -> str:
+    from grappa.train.registry import METHODS
+
     info = json.loads((raw / "graph.json").read_text())
     lines = [f"# Benchmark: {info['name']} ({info['num_nodes']:,} nodes, {info['num_edges']:,} edges), "
              f"P = {a.ranks}", "",
              f"Command: `python bench/compare.py {' '.join(sys.argv[1:])}`  ",
-             f"Training arguments: `{' '.join(train_args)}`; seeds {a.seeds}; grappa: `{a.grappa_args}`, "
-             f"{a.chunks_per_rank * a.ranks} random chunks; halo: METIS, {a.ranks} chunks.  ",
+             f"Training arguments: `{' '.join(train_args)}`; seeds {a.seeds}; "
+             + "; ".join(f"{c.label}: `{' '.join(c.bench_flags)}`" for c in METHODS.values() if c.bench_flags)
+             + f"; random partitions: K = {a.chunks_per_rank * a.ranks}; METIS: K = {a.ranks}.  ",
              f"Machine: {os.cpu_count()} cores; total benchmark time {wall:.0f} s.", "",
              table(summary, metric), ""]
-    if "halo" in summary and "grappa" in summary:
-        g, h = summary["grappa"], summary["halo"]
-        measured = h["train_bytes_per_rank_per_epoch"] / g["train_bytes_per_rank_per_epoch"]
-        lines += ["## Analysis", "",
-                  f"- Training bytes per rank per epoch, halo / grappa: measured **{measured:,.0f}x** "
-                  f"({fmt_bytes(h['train_bytes_per_rank_per_epoch'])} vs "
-                  f"{fmt_bytes(g['train_bytes_per_rank_per_epoch'])}); analytical "
-                  f"**{pred['halo_over_grappa']:,.0f}x** ({fmt_bytes(pred['halo_bytes_per_rank_per_epoch'])} vs "
-                  f"{fmt_bytes(pred['grappa_bytes_per_rank_per_epoch'])}): gradients of {pred['params']:,} "
-                  f"parameters against {pred['boundary_rows_per_rank']:,.0f} boundary rows per rank x layer "
-                  f"input widths {pred['layer_input_dims']} (forward) and {pred['layer_input_dims'][1:]} "
-                  f"(backward).",
-                  f"- Epoch time, grappa / halo: {g['epoch_time_s_median'] / h['epoch_time_s_median']:.2f} "
-                  f"(same invocation)."]
-        if "centralized" in summary:
-            c = summary["centralized"]
-            lines.append(f"- Epoch time, grappa / centralized: "
-                         f"{g['epoch_time_s_median'] / c['epoch_time_s_median']:.2f}.")
-            for name, s in summary.items():
-                if name != "centralized":
-                    lines.append(f"- {name}: test {metric} {100 * (s['test_mean'] - c['test_mean']):+.2f} points "
-                                 f"against centralized.")
-        lines.append("")
-    extra = adaqp_lines(summary, metric)
-    if extra:
-        lines += ([] if "## Analysis" in lines else ["## Analysis", ""]) + extra + [""]
-    return "\n".join(lines)
+    analysis = [line for label in summary if (cls := method_class(label))
+                for line in cls.bench_lines(summary, metric, pred)]
+    if "centralized" in summary:
+        c = summary["centralized"]
+        analysis += [f"- {name}: test {metric} {100 * (s['test_mean'] - c['test_mean']):+.2f} points against "
+                     "centralized." for name, s in summary.items() if name != "centralized"]
+    return "\n".join(lines + (["## Analysis", "", *analysis, ""] if analysis else []))
 
 
 def _drop(flags: list[str]) -> int:
@@ -320,40 +244,53 @@ def _drop(flags: list[str]) -> int:
 
 
 def method_runs(a) -> list[tuple[str, str, type, list[str]]]:
-    """(run id, table label, method class, its flags) for every run asked for."""
-    from grappa.train.averaging import ModelAveraging
-    from grappa.train.registry import METHODS
+    """(run id, table label, method class, its flags) for every run asked for: each method's
+    benchmark flags (``--method-args`` replaces a family's), its variant's defaults, and the
+    variants it adds (``bench_runs``: the averaging methods' dropped parts)."""
+    from grappa.train.registry import ALIASES, METHODS
 
     names = list(METHODS) if a.methods == ["all"] else [ALIASES.get(m, m) for m in a.methods]
     unknown = [m for m in names if m not in METHODS]
     if unknown:
         raise SystemExit(f"compare.py: unknown method(s) {unknown}; registered: {', '.join(METHODS)}")
+    given = dict(a.method_args)
     runs = []
     for name in names:
         cls = METHODS[name]
-        flags = _own_flags(cls, a.grappa_args.split()) if name.startswith("grappa") else []
-        if issubclass(cls, ModelAveraging):
-            flags = a.averaging_args.split()
-            runs.append((name, cls.label, cls, flags))
-            if a.drop_parts:
-                runs.append((f"{name}-drop{a.drop_parts}", f"{cls.label}, {a.drop_parts} of P+{a.drop_parts} "
-                             "parts dropped", cls, [*flags, "--drop-parts", str(a.drop_parts)]))
-            continue
-        runs.append((name, cls.label, cls, flags + [_flag(k, v) for k, v in cls.defaults.items()]))
+        flags = given[cls.family()].split() if cls.family() in given else list(cls.bench_flags)
+        flags = _own_flags(cls, flags) + [_flag(k, v) for k, v in cls.defaults.items()]
+        runs += [(run_id, label, cls, f) for run_id, label, f in cls.bench_runs(flags, a.drop_parts)]
     return runs
 
 
 def _own_flags(cls, flags: list[str]) -> list[str]:
-    """The "--name value" pairs of ``flags`` that ``cls``'s options accept
-    (grappa-authors has only --repartition-every of --grappa-args)."""
+    """``flags`` without the "--name value" pairs of other methods' options (a family's flags reach
+    every member: grappa-authors has only --repartition-every of Grappa's)."""
+    from grappa.train.registry import METHODS
+
     own = {f.name.replace("_", "-") for f in dataclasses.fields(cls.Options)}
-    kept, keep = [], False
+    others = {f.name.replace("_", "-") for c in METHODS.values() for f in dataclasses.fields(c.Options)} - own
+    kept, keep = [], True
     for tok in flags:
         if tok.startswith("--"):
-            keep = tok[2:].split("=")[0] in own
+            keep = tok[2:].split("=")[0] not in others
         if keep:
             kept.append(tok)
     return kept
+
+
+def _families() -> dict[str, str]:
+    """Family -> its benchmark flags, for --help."""
+    from grappa.train.registry import METHODS
+
+    return {c.family(): " ".join(c.bench_flags) for c in METHODS.values() if c.bench_flags}
+
+
+def _method_args(text: str) -> tuple[str, str]:
+    family, sep, flags = text.partition("=")
+    if not sep or not family:
+        raise argparse.ArgumentTypeError(f"{text!r}: give FAMILY=FLAGS, e.g. grappa=\"--halo-hops 0\"")
+    return family, flags
 
 
 def _flag(name: str, value) -> str:
@@ -397,6 +334,10 @@ def _profiles(text: str) -> list[str]:
 
 
 def main(argv=None) -> None:
+    from grappa.plugins import load_plugins
+    from grappa.train.registry import BENCH_DEFAULT
+
+    load_plugins()  # methods and models of GRAPPA_PLUGINS modules (grappa.plugins)
     argv = sys.argv[1:] if argv is None else argv
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
@@ -406,15 +347,14 @@ def main(argv=None) -> None:
     src.add_argument("--raw", help="your raw graph directory (grappa-import / grappa-generate)")
     p.add_argument("--ranks", type=int, default=4, help="P, ranks of every distributed method")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--methods", nargs="+", default=DEFAULT_METHODS,
-                   help=f"registered methods to run, or 'all' (default: {' '.join(DEFAULT_METHODS)})")
-    p.add_argument("--averaging-args", default=AVERAGING_ARGS,
-                   help="flags of the model-averaging methods (default %(default)r)")
+    p.add_argument("--methods", nargs="+", default=list(BENCH_DEFAULT),
+                   help=f"registered methods to run, or 'all' (default: {' '.join(BENCH_DEFAULT)})")
+    p.add_argument("--method-args", type=_method_args, action="append", default=[], metavar="FAMILY=FLAGS",
+                   help="flags for a family of methods instead of its benchmark flags (repeatable): "
+                        + "; ".join(f"{f}: {a!r}" for f, a in _families().items()))
     p.add_argument("--drop-parts", type=int, default=0,
                    help="also run each averaging method with this many of P + D parts never trained")
     p.add_argument("--chunks-per-rank", type=int, default=4, help="grappa's K = this x P random chunks")
-    p.add_argument("--grappa-args", default=GRAPPA_ARGS,
-                   help="flags of the full grappa method (default %(default)r); the ablations override one of them")
     p.add_argument("--partition-ranks", type=int, default=2, help="MPI ranks of the partitioning jobs")
     p.add_argument("--work", default="work_data/bench", help="datasets (reused between invocations)")
     p.add_argument("--out", required=True, help="output directory (replaced)")

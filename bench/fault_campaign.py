@@ -41,12 +41,6 @@ from grappa.train.registry import METHODS, partition_spec  # noqa: E402
 # Highest arrival drawn per phase: every fault lands within a few epochs of
 # the resumed run's start (checkpoints every 4 epochs, evaluation every 2).
 MAX_COUNT = {"step": 8, "allreduce": 8, "checkpoint": 2, "repartition": 2, "eval": 6}
-# What makes each method replay exactly after a resume: the averaging family's step mode (time mode
-# depends on the clock), AdaQP's byte cost model (a start-up profile differs run to run).
-FLAGS = {"grappa": ["--repartition-every", "4"], "grappa-uw": ["--repartition-every", "4"],
-         "grappa-fp": ["--repartition-every", "4"], "psgd-pa": ["--average-every-steps", "2"],
-         "random-tma": ["--average-every-steps", "2"], "super-tma": ["--average-every-steps", "2"],
-         "adaqp": ["--no-profile"], "adaqp-no-overlap": ["--no-profile"]}
 MULTI_RANK = [m for m in METHODS if METHODS[m].world_size != "one"]
 
 
@@ -81,7 +75,8 @@ def train_cmd(a, method: str, data: Path, out: Path) -> list[str]:
     cmd = ["mpirun", "-np", str(a.ranks), "--oversubscribe", sys.executable, "-m", "grappa.train",
            "--method", method, "--data", str(data), "--out", str(out), "--epochs", str(a.epochs),
            "--dropout", "0", "--eval-every", "2", "--checkpoint-every", "4", "--seed", str(a.seed), "--no-progress"]
-    return cmd + FLAGS.get(method, []) + (["--resume"] if list_checkpoints(out / "checkpoints") else ["--overwrite"])
+    # Method.fault_flags: what makes it replay exactly after a resume, with its boundaries in a short run
+    return cmd + list(METHODS[method].fault_flags) + (["--resume"] if list_checkpoints(out / "checkpoints") else ["--overwrite"])
 
 
 def _rows(out: Path) -> list[str]:
@@ -128,7 +123,7 @@ def campaign(a, method: str, data: Path, work: Path) -> dict:
     r = launch(train_cmd(a, method, data, ref), ref, None, a.run_timeout)
     if r["rc"] != 0:
         raise CampaignError(f"{method}: the uninterrupted run failed:\n{r['log_tail']}")
-    phases = [p for p in a.phases if p != "repartition" or method.startswith("grappa")]
+    phases = [p for p in a.phases if p != "repartition" or METHODS[method].has_repartition_phase]
     kills, rows = plan_kills(a.kills, phases, a.ranks, np.random.default_rng([a.seed, len(method)])), []
     record = work / method / "faults.jsonl"
     for i, (phase, rank, count) in enumerate([*kills, ("", 0, 0)]):  # the last launch: no fault

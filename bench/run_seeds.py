@@ -26,10 +26,12 @@ from pathlib import Path
 import torch
 from grappa.comm import make_comm
 from grappa.comm.base import SUM
+from grappa.plugins import load_plugins
 from grappa.train.cli import build_parser, config_from_args, run
 
 
 def main(argv=None) -> None:
+    load_plugins()  # methods and models of GRAPPA_PLUGINS modules (grappa.plugins)
     argv = sys.argv[1:] if argv is None else argv
     train_argv = argv[argv.index("--") + 1:] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv

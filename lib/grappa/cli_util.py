@@ -11,6 +11,7 @@ import traceback
 
 from grappa.errors import Diverged, InputError, environment_error
 from grappa.launch_env import env_rank_size
+from grappa.plugins import load_plugins
 
 
 def _leave(status: int) -> None:
@@ -68,11 +69,13 @@ def reports_input_errors(main):
     clear line on stderr and exit status 2 (a ``Diverged`` run: status 1);
     under several ranks, any other
     error ends this rank at once (status 1) with its traceback headed by the
-    rank, so the job cannot hang."""
+    rank, so the job cannot hang. The plugin modules (``GRAPPA_PLUGINS``) are
+    imported first, so every command's registries and ``--help`` know them."""
 
     @functools.wraps(main)
     def wrapper(argv=None):
         try:
+            load_plugins()
             return main(argv)
         except (InputError, Diverged) as e:
             if e.everywhere and env_rank_size()[0] != 0:

@@ -22,7 +22,16 @@ from torch_geometric.nn.conv.gcn_conv import gcn_norm
 
 from grappa.graph.csr import CSR
 
-MODELS = ("gcn", "sage", "gat", "gin", "mlp")
+# name -> model class (in_dim, hidden, out_dim, num_layers, dropout[, heads]); a model in a module of
+# its own registers itself with ``@register_model("name")`` (loaded by GRAPPA_PLUGINS, grappa.plugins)
+MODELS: dict[str, type] = {}
+
+
+def register_model(name: str):
+    """Class decorator: make the model class known as ``--model name``."""
+    from grappa.plugins import register
+
+    return lambda cls: register(MODELS, name, cls, "model")
 
 
 def dropout(x: torch.Tensor, p: float, training: bool, nonzero: torch.Tensor | None = None) -> torch.Tensor:
@@ -295,6 +304,7 @@ class SparseAdjacencyMixin:
         return sparse_adjacency(edge_index, edge_weight, num_nodes)
 
 
+@register_model("gcn")
 class GCN(SparseAdjacencyMixin, LayerwiseGNN):
     """GCN (Kipf & Welling). Normalisation D^-1/2 (A+I) D^-1/2 is computed once
     per graph in ``prepare`` so layer-wise inference can reuse global degrees."""
@@ -344,6 +354,7 @@ class GCN(SparseAdjacencyMixin, LayerwiseGNN):
         return agg + self.convs[i].bias if self.convs[i].bias is not None else agg
 
 
+@register_model("sage")
 class SAGE(SparseAdjacencyMixin, LayerwiseGNN):
     computes_targets_only = True
     streams = True  # mean aggregation, root weight, no projection or normalisation (SAGEConv's defaults)
@@ -377,9 +388,12 @@ class SAGE(SparseAdjacencyMixin, LayerwiseGNN):
         return out if bias is None else out.add_(bias)
 
 
+@register_model("gat")
 class GAT(LayerwiseGNN):
     """GAT with ``heads`` attention heads (concatenated) in hidden layers and a
     single averaged head at the output, as in Velickovic et al."""
+
+    takes_heads = True  # build_model passes --heads
 
     def __init__(self, in_dim, hidden, out_dim, num_layers=2, dropout=0.6, heads=8):
         convs = []
@@ -391,6 +405,7 @@ class GAT(LayerwiseGNN):
         super().__init__(convs, dropout)
 
 
+@register_model("gin")
 class GIN(SparseAdjacencyMixin, LayerwiseGNN):
     computes_targets_only = True
 
@@ -403,6 +418,7 @@ class GIN(SparseAdjacencyMixin, LayerwiseGNN):
         super().__init__([GINConv(mlp(dims[i], dims[i + 1]), train_eps=True) for i in range(num_layers)], dropout)
 
 
+@register_model("mlp")
 class MLP(LayerwiseGNN):
     """Ignores the graph: the baseline that shows whether the graph matters."""
 
@@ -449,12 +465,12 @@ def graph_args(model: nn.Module, edge_index: torch.Tensor, num_nodes: int) -> tu
 
 
 def build_model(name: str, in_dim: int, hidden: int, out_dim: int, num_layers: int = 2,
-                dropout: float = 0.5, heads: int = 8) -> LayerwiseGNN:
-    classes = {"gcn": GCN, "sage": SAGE, "gin": GIN, "mlp": MLP}
-    if name != "gat" and name not in classes:
-        raise ValueError(f"unknown model {name!r}; choose one of {MODELS}")
-    model = GAT(in_dim, hidden, out_dim, num_layers, dropout, heads) if name == "gat" else \
-        classes[name](in_dim, hidden, out_dim, num_layers, dropout)
+                dropout: float = 0.5, heads: int = 8) -> nn.Module:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    cls = MODELS[name]
+    model = cls(in_dim, hidden, out_dim, num_layers, dropout, heads) if getattr(cls, "takes_heads", False) else \
+        cls(in_dim, hidden, out_dim, num_layers, dropout)
     remove_generated_sources(model)
     return model
 

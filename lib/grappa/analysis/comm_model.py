@@ -81,3 +81,27 @@ def random_boundary_rows(num_nodes: int, avg_out_degree: float, world_size: int)
     METIS): a node with d out-neighbours reaches each other rank with probability 1 - (1 - 1/P)^d."""
     p = world_size
     return num_nodes / p * (p - 1) * (1 - (1 - 1 / p) ** avg_out_degree)
+
+
+def predicted_bytes(raw, metis_dir, cfg, ranks: int) -> dict:
+    """Grappa's and the halo exchange's training bytes per rank per epoch, from the raw graph, the
+    model of ``cfg`` (a TrainConfig) and a K = P METIS partition (bench/compare.py's analysis)."""
+    import json
+
+    from grappa.models import build_model
+    from grappa.partition.schedule import chunk_sets, owner_of_chunks
+
+    info = json.loads((Path(raw) / "graph.json").read_text())
+    model = build_model(cfg.model, info["num_features"], cfg.hidden, info["num_classes"], cfg.layers,
+                        cfg.dropout, cfg.heads)
+    params = sum(p.numel() for p in model.parameters())
+    width = cfg.hidden * (cfg.heads if getattr(model, "takes_heads", False) else 1)  # concatenated heads
+    dims = [info["num_features"]] + [width] * (cfg.layers - 1)
+    k = json.loads((Path(metis_dir) / "manifest.json").read_text())["num_chunks"]
+    owner = owner_of_chunks(chunk_sets("fixed", k, ranks, 0, 0), k)
+    node_rank = owner[np.load(Path(metis_dir) / "node_chunk.npy")]
+    rows = boundary_rows(raw, node_rank, ranks)
+    g, h = grappa_bytes(params, ranks), halo_bytes(rows, dims, params, ranks)
+    return {"params": params, "layer_input_dims": dims, "boundary_rows_per_rank": rows,
+            "grappa_bytes_per_rank_per_epoch": g, "halo_bytes_per_rank_per_epoch": h, "halo_over_grappa": h / g,
+            "full_graph": cfg.batch_size == 0}

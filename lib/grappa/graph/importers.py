@@ -6,6 +6,7 @@ in ``atomic_dir`` and validates the result before the rename.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,22 @@ from grappa.graph.npy_stream import NpyAppender
 from grappa.graph.raw import SPLIT_TEST, SPLIT_TRAIN, SPLIT_VAL, GraphInfo, random_split, write_raw
 from grappa.graph.safe_pickle import load_planetoid_pickle
 from grappa.graph.text_blocks import numeric_blocks
+from grappa.plugins import register
+
+# format -> importer(input, out, **options); IMPORT_OPTIONS: format -> (grappa-import's parsed arguments ->
+# those options). An importer in a module of its own registers itself with
+# ``@register_importer("format", options)`` (loaded by GRAPPA_PLUGINS, grappa.plugins).
+IMPORTERS: dict[str, Callable] = {}
+IMPORT_OPTIONS: dict[str, Callable] = {}
+
+
+def register_importer(name: str, options: Callable = lambda a: {"name": a.name}):
+    """Function decorator: make ``fn(input, out, **options(args))`` known as ``grappa-import name``."""
+    def add(fn):
+        register(IMPORTERS, name, fn, "importer")
+        IMPORT_OPTIONS[name] = options
+        return fn
+    return add
 
 
 def _need(path: Path) -> Path:
@@ -62,6 +79,7 @@ def _planetoid_test_index(path: Path, num_test: int, first: int) -> np.ndarray:
     return idx
 
 
+@register_importer("planetoid", lambda a: {"name": a.name or "cora", "normalize": not a.no_normalize})
 def import_planetoid(root, out, name: str = "cora", normalize: bool = True) -> GraphInfo:
     """Planetoid pickles (ind.<name>.{x,tx,allx,y,ty,ally,graph,test.index}), public split.
 
@@ -133,6 +151,7 @@ def _npz_split(path: Path, masks: dict, split_index: int, n: int) -> np.ndarray:
     return split
 
 
+@register_importer("npz", lambda a: {"split_index": a.split_index, "name": a.name})
 def import_npz(path, out, split_index: int = 0, name: str | None = None) -> GraphInfo:
     """The heterophilous-graphs benchmark's npz: node_features, node_labels,
     edges [E, 2] (undirected, once each), {train,val,test}_masks [S, N]."""
@@ -187,6 +206,8 @@ def _write_binary_features(path: Path, rows: np.ndarray, cols: np.ndarray, n: in
     x.flush()
 
 
+@register_importer("musae", lambda a: {"name": a.name or "facebook", "label_column": a.label_column,
+                                       "seed": a.seed})
 def import_musae(root, out, name: str, label_column: str | None = None, seed: int = 0) -> GraphInfo:
     """MUSAE: <name>_edges.csv (id_1,id_2), <name>_target.csv, <name>.json
     ({node: [feature ids]}, sparse binary). No standard split: random 60/20/20."""
@@ -240,6 +261,7 @@ def import_musae(root, out, name: str, label_column: str | None = None, seed: in
 
 
 # ---------------------------------------------------------------- OGB node-property raw dir
+@register_importer("ogb", lambda a: {"split_name": a.split_name, "undirected": a.undirected, "name": a.name})
 def import_ogb(root, out, split_name: str | None = None, undirected: bool = False,
                name: str | None = None, block_bytes: int = 1 << 26) -> GraphInfo:
     """OGB raw node-property directory: raw/{edge,node-feat,node-label,num-node-list}.csv.gz
@@ -312,10 +334,16 @@ def _integer_labels(path: Path, raw: np.ndarray) -> np.ndarray:
     return raw.astype(np.int64)
 
 
+@register_importer("edgelist", lambda a: {
+    "num_nodes": a.num_nodes, "features": a.features, "labels": a.labels, "undirected": not a.directed,
+    "seed": a.seed, "name": a.name, "require_labels": True})
 def import_edgelist(path, out, num_nodes: int | None = None, features=None, labels=None,
-                    undirected: bool = True, seed: int = 0, name: str | None = None) -> GraphInfo:
+                    undirected: bool = True, seed: int = 0, name: str | None = None,
+                    require_labels: bool = False) -> GraphInfo:
     """Edge list as text/CSV (two id columns, optional header, # comments) or
-    .npy ([E, 2]); optional features (.npy [N, F]) and labels (.npy [N])."""
+    .npy ([E, 2]); optional features (.npy [N, F]) and labels (.npy [N]);
+    ``require_labels`` (grappa-import): no labels is an error, checked after
+    the edges and features, which have their own."""
     path = _need(Path(path))
     if path.suffix == ".npy":
         try:
@@ -341,6 +369,9 @@ def import_edgelist(path, out, num_nodes: int | None = None, features=None, labe
         _check_rows(fpath, x.shape[0], n, "features")
         if not np.isfinite(x).all():
             raise InputError(fpath, "features contain NaN or infinity", "clean or impute them before importing")
+    if labels is None and require_labels:
+        raise InputError("--labels", "an edge list carries no labels, and training needs them",
+                         "pass --labels y.npy (one integer class per node)")
     y = np.full(n, -1, np.int64)
     split = np.zeros(n, np.uint8)
     if labels is not None:
@@ -359,10 +390,3 @@ def import_edgelist(path, out, num_nodes: int | None = None, features=None, labe
     return info
 
 
-IMPORTERS = {
-    "planetoid": import_planetoid,
-    "npz": import_npz,
-    "musae": import_musae,
-    "ogb": import_ogb,
-    "edgelist": import_edgelist,
-}

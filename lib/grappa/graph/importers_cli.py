@@ -14,7 +14,7 @@ from pathlib import Path
 from grappa.atomic import atomic_dir
 from grappa.cli_util import reports_input_errors
 from grappa.errors import InputError, check_options
-from grappa.graph.importers import IMPORTERS
+from grappa.graph.importers import IMPORT_OPTIONS, IMPORTERS
 from grappa.graph.raw import RawGraph
 
 
@@ -44,20 +44,7 @@ def run_import(a) -> None:
         raise InputError(a.input, f"unknown format {a.format!r}", f"choose one of {', '.join(IMPORTERS)}")
     check_options(a, (("--num-nodes", a.num_nodes is None or a.num_nodes >= 1, "at least 1"),))
     with atomic_dir(a.out, a.overwrite) as tmp:
-        if a.format == "planetoid":
-            IMPORTERS["planetoid"](a.input, tmp, name=a.name or "cora", normalize=not a.no_normalize)
-        elif a.format == "npz":
-            IMPORTERS["npz"](a.input, tmp, split_index=a.split_index, name=a.name)
-        elif a.format == "musae":
-            IMPORTERS["musae"](a.input, tmp, name=a.name or "facebook", label_column=a.label_column, seed=a.seed)
-        elif a.format == "ogb":
-            IMPORTERS["ogb"](a.input, tmp, split_name=a.split_name, undirected=a.undirected, name=a.name)
-        else:
-            IMPORTERS["edgelist"](a.input, tmp, num_nodes=a.num_nodes, features=a.features, labels=a.labels,
-                                  undirected=not a.directed, seed=a.seed, name=a.name)
-            if not a.labels:  # checked after the edges and features, which have their own errors
-                raise InputError("--labels", "an edge list carries no labels, and training needs them",
-                                 "pass --labels y.npy (one integer class per node)")
+        IMPORTERS[a.format](a.input, tmp, **IMPORT_OPTIONS[a.format](a))
         try:
             g = RawGraph(tmp).validate()
         except InputError as e:  # name the user's input, not the temporary file that is about to go

@@ -7,14 +7,29 @@
 - ``metis`` (K-way) and ``metis-super`` (C super-nodes dealt round-robin to K
   chunks after a seeded shuffle, SuperTMA) need the whole graph in one
   process; the partitioner computes them once and memory-maps the result.
+
+Schemes are registered in ``SCHEMES`` (name -> table function, None for the
+streamed ``random``); a scheme in a module of its own registers itself with
+``@register_scheme("name")`` (loaded by GRAPPA_PLUGINS, grappa.plugins): a
+function ``(src, dst, num_nodes, k, seed, super_nodes) -> node -> chunk``
+over the whole edge list, which the partitioner calls on one rank.
 """
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
 from grappa.errors import InputError
+from grappa.plugins import register
 
-METHODS = ("random", "metis", "metis-super")
+SCHEMES: dict[str, Callable | None] = {"random": None}  # None: streamed, no table
+
+
+def register_scheme(name: str):
+    """Function decorator: make a whole-graph table function known as ``--method name``."""
+    return lambda fn: register(SCHEMES, name, fn, "partition scheme")
+
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 
 
@@ -88,10 +103,15 @@ def metis_parts(src: np.ndarray, dst: np.ndarray, n: int, parts: int, seed: int)
     return np.asarray(membership, dtype=np.int64)
 
 
-def metis_assignment(src, dst, n: int, k: int, seed: int, method: str, super_nodes: int | None = None):
-    """Node->chunk table for ``metis`` or ``metis-super``."""
-    if method == "metis":
-        return metis_parts(src, dst, n, k, seed).astype(np.int32)
+@register_scheme("metis")
+def metis_table(src, dst, n: int, k: int, seed: int, super_nodes: int | None = None) -> np.ndarray:
+    """METIS k-way: chunk = part."""
+    return metis_parts(src, dst, n, k, seed).astype(np.int32)
+
+
+@register_scheme("metis-super")
+def metis_super_table(src, dst, n: int, k: int, seed: int, super_nodes: int | None = None) -> np.ndarray:
+    """C METIS parts (super-nodes) dealt to K chunks after a seeded shuffle (SuperTMA)."""
     c = super_nodes or min(n, max(16 * k, 1000))
     if c < k:
         raise InputError("--super-nodes", f"{c} super-nodes cannot fill {k} chunks", "use at least K super-nodes")

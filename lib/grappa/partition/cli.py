@@ -14,8 +14,9 @@ import sys
 
 from grappa.cli_util import checked_everywhere
 from grappa.errors import InputError, check_options
-from grappa.partition.assignment import METHODS
+from grappa.partition.assignment import SCHEMES
 from grappa.partition.partitioner import PartitionConfig, PeerFailed, partition
+from grappa.plugins import load_plugins
 from grappa.shards.format import FEATURE_DTYPES
 
 
@@ -25,8 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="raw graph directory")
     p.add_argument("--out", required=True, help="output dataset directory")
     p.add_argument("--num-chunks", "-k", type=int, required=True, help="K chunks (usually >= training ranks)")
-    p.add_argument("--method", default="random", choices=METHODS,
-                   help="random (streaming), metis, metis-super (both: whole graph in one process)")
+    p.add_argument("--method", default="random", choices=list(SCHEMES),
+                   help=f"partition scheme: {', '.join(SCHEMES)} (random streams; the others hold the whole "
+                        "graph in one process)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--super-nodes", type=int, help="metis-super: number of METIS parts C (default max(16K, 1000))")
     p.add_argument("--memory-budget", type=int, default=1024, metavar="MB",
@@ -42,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> None:
+    try:
+        load_plugins()  # partition schemes of GRAPPA_PLUGINS modules (grappa.plugins)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     a = build_parser().parse_args(argv)
     cfg = PartitionConfig(data=a.data, out=a.out, num_chunks=a.num_chunks, method=a.method, seed=a.seed,
                           super_nodes=a.super_nodes, memory_budget_mb=a.memory_budget, compression=a.compression,

@@ -29,7 +29,7 @@ from grappa.errors import InputError, environment_error
 from grappa.faults import FaultPoints
 from grappa.graph.node_checks import NodeFiles, check_has_training_nodes, check_node_rows
 from grappa.graph.raw import RawGraph
-from grappa.partition.assignment import METHODS, RandomAssignment, TableAssignment, metis_assignment
+from grappa.partition.assignment import SCHEMES, RandomAssignment, TableAssignment
 from grappa.shards.format import MANIFEST_SCHEMA, ShardWriter, sha256_file, shard_name, write_manifest
 
 
@@ -100,8 +100,9 @@ class _Job:
     # ------------------------------------------------------------ helpers
     def check_args(self) -> None:
         cfg = self.cfg
-        if cfg.method not in METHODS:
-            raise InputError("--method", f"unknown method {cfg.method!r}", f"choose one of {', '.join(METHODS)}")
+        if cfg.method not in SCHEMES:
+            raise InputError("--method", f"unknown partition scheme {cfg.method!r}",
+                             f"choose one of {', '.join(SCHEMES)}")
         if not 1 <= self.k <= self.n:
             raise InputError("--num-chunks", f"K={self.k} must be between 1 and the number of nodes ({self.n})")
         out = Path(cfg.out)
@@ -164,7 +165,8 @@ class _Job:
     # ------------------------------------------------------------ phases
     def assignment(self, tmp: Path):
         cfg = self.cfg
-        if cfg.method == "random":
+        table_of = SCHEMES[cfg.method]
+        if table_of is None:  # streamed: any rank computes any node's chunk
             return RandomAssignment(self.n, self.k, cfg.seed)
         err = None
         if self.rank == 0:
@@ -172,11 +174,14 @@ class _Job:
                 src, dst = self.g.load_edges()
                 if len(src) and (min(src.min(), dst.min()) < 0 or max(src.max(), dst.max()) >= self.n):
                     raise InputError(self.g.dir / "edges_src.npy", f"node ids out of range [0, {self.n})")
-                table = metis_assignment(src, dst, self.n, self.k, cfg.seed, cfg.method, cfg.super_nodes)
+                table = np.asarray(table_of(src, dst, self.n, self.k, cfg.seed, cfg.super_nodes))
+                if table.shape != (self.n,) or (len(table) and (table.min() < 0 or table.max() >= self.k)):
+                    raise ValueError(f"partition scheme {cfg.method!r} returned no chunk in [0, {self.k}) "
+                                     f"for each of the {self.n} nodes")
                 err = self.disk(np.save, tmp / "node_chunk.npy", table.astype(np.int32))[1]
             except MemoryError:
-                err = InputError(self.g.dir, f"graph too large for METIS in one process ({self.e} edges)",
-                                 "use --method random, which streams")
+                err = InputError(self.g.dir, f"graph too large for --method {cfg.method} in one process "
+                                 f"({self.e} edges)", "use --method random, which streams")
             except InputError as e:
                 err = e
         self.agree(err)
@@ -230,7 +235,7 @@ class _Job:
         import and validate do (``grappa.graph.node_checks``)."""
         lo, hi = self.slice_of(self.n)
         rounds = self.comm.allreduce(-(-(hi - lo) // self.block_nodes), op=self.MPI.MAX)
-        table = np.load(node_chunk_path, mmap_mode="r+") if self.cfg.method == "random" else None
+        table = np.load(node_chunk_path, mmap_mode="r+") if SCHEMES[self.cfg.method] is None else None
         info, where = self.g.info, NodeFiles.raw(self.g.dir)
         train, err = 0, None
         for i in range(rounds):

@@ -83,6 +83,7 @@ class AdaQP(HaloMethod):
     """
 
     name, label = "adaqp", "AdaQP"
+    fault_flags = ("--no-profile",)  # its byte cost model would differ run to run
     Options = AdaQPOptions
     categories = ("train_grad", "train_feat", "train_act_grad", "train_assign")
     resume_any_world_size = False  # bit-widths belong to one partition's channels
@@ -292,6 +293,48 @@ class AdaQP(HaloMethod):
         return {**super().result_extra(), "bit_histograms": self.history,
                 "solver_s_total": float(sum(h["solver_s"] for h in self.history)),
                 "overlap": self.opts.overlap}
+
+
+    @classmethod
+    def bench_summary(cls, runs: list[dict]) -> dict:
+        """Mean bits per message of the assigned cycles, per layer and direction, over seeds; the
+        solver's total time."""
+        if not runs[0].get("bit_histograms"):
+            return {}
+        bits: dict[str, list[float]] = {}
+        for r in runs:
+            for cycle in r["bit_histograms"]:
+                for key, hist in cycle["bits"].items():
+                    n = sum(hist.values())
+                    bits.setdefault(key, []).append(sum(int(b) * c for b, c in hist.items()) / max(n, 1))
+        return {"mean_bits_assigned": {k: float(np.mean(v)) for k, v in sorted(bits.items())},
+                "solver_s_total_mean": float(np.mean([r["solver_s_total"] for r in runs])),
+                "assign_cycles": len(runs[0]["bit_histograms"])}
+
+    @classmethod
+    def bench_lines(cls, summary: dict, metric: str, predicted: dict) -> list[str]:
+        """AdaQP against halo: accuracy, bytes (all and exchange only), bits, overlap saving."""
+        if cls is not AdaQP or cls.label not in summary or HaloMethod.label not in summary:
+            return []
+        q, h = summary[cls.label], summary[HaloMethod.label]
+
+        def exchange(s):
+            cats = s["train_bytes_per_rank_per_epoch_by_category"]
+            return cats.get("train_feat", 0.0) + cats.get("train_act_grad", 0.0)
+
+        ratio = q["train_bytes_per_rank_per_epoch"] / h["train_bytes_per_rank_per_epoch"]
+        lines = [f"- AdaQP vs halo: test {metric} {100 * (q['test_mean'] - h['test_mean']):+.2f} points; training "
+                 f"bytes per rank per epoch {ratio:.3f}x of halo's (the halo exchange alone: {exchange(q) / exchange(h):.3f}x); epoch time "
+                 f"{q['epoch_time_s_median'] / h['epoch_time_s_median']:.2f}x.",
+                 f"- AdaQP bit-widths, mean bits per message over the {q.get('assign_cycles', 0)} assigned cycles "
+                 f"(the first cycle is 8 bits): " + ", ".join(f"{k} {v:.2f}" for k, v in
+                                                               q.get("mean_bits_assigned", {}).items())
+                 + f"; solver time {q.get('solver_s_total_mean', 0.0):.3f} s per run."]
+        if AdaQPNoOverlap.label in summary:
+            w, o = summary[AdaQPNoOverlap.label]["epoch_time_s_median"], q["epoch_time_s_median"]
+            lines.append(f"- AdaQP overlap: {1000 * (w - o):+.1f} ms per epoch saved against the same run without "
+                         f"overlap ({1000 * w:.1f} -> {1000 * o:.1f} ms, {100 * (w - o) / w:+.1f}%).")
+        return lines
 
 
 class AdaQPNoOverlap(AdaQP):

@@ -174,6 +174,11 @@ class ModelAveraging(LocalTraining):
 
     Options = AveragingOptions
     strict_partition = True
+    # The benchmark runs the deterministic step mode, so runs are comparable and reproducible;
+    # an "epoch" is then one pass over each rank's training nodes.
+    bench_family = "averaging"
+    bench_flags = ("--average-every-steps", "5")
+    fault_flags = ("--average-every-steps", "2")  # an averaging within the campaign's short runs
 
     def __init__(self, cfg, comm, data, model, optimizer, stop_flag=lambda: False):
         super().__init__(cfg, comm, data, model, optimizer, stop_flag)
@@ -187,6 +192,15 @@ class ModelAveraging(LocalTraining):
     @classmethod
     def parts_for(cls, options, world_size: int) -> int:
         return world_size + options.drop_parts
+
+    @classmethod
+    def bench_runs(cls, flags: list[str], drop_parts: int = 0) -> list[tuple[str, str, list[str]]]:
+        """Also with ``drop_parts`` of P + D parts never trained (compare.py --drop-parts)."""
+        runs = [(cls.name, cls.label, flags)]
+        if drop_parts:
+            runs.append((f"{cls.name}-drop{drop_parts}", f"{cls.label}, {drop_parts} of P+{drop_parts} parts dropped",
+                         [*flags, "--drop-parts", str(drop_parts)]))
+        return runs
 
     @classmethod
     def expected_wait_s(cls, options) -> float:

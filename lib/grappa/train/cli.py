@@ -6,13 +6,7 @@
     mpirun -np 4 grappa-train --method random-tma --data data/cora-k16 --average-every-seconds 5
 
 Methods (grappa.train.registry; each declares the input it reads):
-  centralized            one process, a raw graph (grappa-import / grappa-generate)
-  halo                   exact distributed full-graph training; METIS partition, K = P
-  grappa                 gradient-only training on random chunks (K >= P); grappa-uw and
-                         grappa-fp are its UW (uniform weights) and FP (fixed partitions) ablations
-  psgd-pa                model averaging on METIS parts (K = P)
-  random-tma             time-based model averaging on random chunks (K >= P)
-  super-tma              time-based model averaging on METIS super-node chunks (metis-super)
+{methods}
 When the dataset does not fit the method, the error names the partition
 command to run. Each method's own flags are in its section below.
 
@@ -66,15 +60,26 @@ from grappa.train.registry import METHODS, option_groups, partition_spec, resolv
 REQUEUE_EXIT = 99
 
 
+def methods_help() -> str:
+    """One line a registered method: its name, what it reads, its class docstring's first line."""
+    lines = []
+    for name, cls in METHODS.items():
+        reads = "a raw graph" if cls.input == "raw" else (
+            f"{cls.partition} chunks, K {'=' if cls.chunks_per_rank_exact else '>='} P")
+        doc = (cls.__doc__ or "").strip().splitlines()[0].rstrip(".") if cls.__doc__ else cls.label
+        lines.append(f"  {name:<22} {doc} ({reads})")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
-    p = argparse.ArgumentParser(prog="grappa-train", description=__doc__,
+    p = argparse.ArgumentParser(prog="grappa-train", description=__doc__.replace("{methods}", methods_help()),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="raw graph or partitioned dataset directory (the method says which)")
     p.add_argument("--out", default=d.out, help="output directory (default %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.add_argument("--method", default=d.method, choices=list(METHODS))
-    p.add_argument("--model", default=d.model, choices=MODELS)
+    p.add_argument("--model", default=d.model, choices=list(MODELS))
     p.add_argument("--hidden", type=int, default=d.hidden, help="hidden width (GAT: per head)")
     p.add_argument("--layers", type=int, default=d.layers)
     p.add_argument("--dropout", type=float, default=d.dropout)
@@ -284,7 +289,7 @@ def run(cfg: TrainConfig, comm: Comm | None = None) -> dict:
     torch.manual_seed(cfg.seed)  # identical initial replicas on every rank
     np.random.seed(cfg.seed)
     model = cls.build_model(cfg, dims[0], dims[1])
-    remove_generated_sources(model)  # a method's own convs (RETEXO's stages) too
+    remove_generated_sources(model)  # a method's own convs (stage-wise models) too
     opt = make_optimizer(cfg, model.parameters())
     stop = _install_stop_handlers() if cls.stops_on_signal else {"flag": False}
     method = cls(cfg, comm, data, model, opt, stop_flag=lambda: stop["flag"])

@@ -61,6 +61,7 @@ class GrappaAuthors(GrappaMethod):
     """
 
     name, label, Options = "grappa-authors", "grappa (authors' code)", AuthorsOptions
+    fault_flags = ()  # its super-epoch of 50 is its own
     chunks_per_rank_exact = True  # K = P
     resume_any_world_size = False  # K is the world size
     base_eval = None

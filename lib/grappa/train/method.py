@@ -24,6 +24,11 @@ A subclass declares:
 - ``categories``: the byte categories its training traffic uses.
 - ``world_size``: ``"one"`` (a single process) or ``"any"``;
   ``resume_any_world_size``: whether a checkpoint resumes with another P.
+- for the benchmarks: ``bench_family`` and ``bench_flags`` (the flags
+  ``bench/compare.py`` gives the family unless ``--method-args FAMILY=...``),
+  ``fault_flags`` (``bench/fault_campaign.py``'s), and the hooks
+  ``bench_runs`` (extra variants), ``bench_summary`` and ``bench_lines``
+  (the method's own summary keys and analysis lines).
 
 and implements ``train_epoch``, ``evaluate``, ``state_dict`` /
 ``load_state_dict`` (identical on every rank, saved once by rank 0) and, if
@@ -78,6 +83,10 @@ class Method:
     full_graph_only: ClassVar[bool] = False  # refuses --batch-size (the halo exchange runs whole layers)
     rate_flags: ClassVar[tuple[str, ...]] = ("lr", "weight_decay")  # what a diverged run should lower
     provisional: bool = False  # evaluate() scores something other than the final model: not a best
+    bench_family: ClassVar[str] = ""  # --method-args FAMILY=... of bench/compare.py reaches it (default: name)
+    bench_flags: ClassVar[tuple[str, ...]] = ()  # bench/compare.py's flags for the family
+    fault_flags: ClassVar[tuple[str, ...]] = ()  # bench/fault_campaign.py's (boundaries within a short run)
+    has_repartition_phase: ClassVar[bool] = False  # grappa.faults' "repartition" fault point is on its path
 
     @classmethod
     def build_model(cls, cfg, in_dim: int, out_dim: int) -> torch.nn.Module:
@@ -142,6 +151,26 @@ class Method:
     def result_extra(self) -> dict:
         """Method-specific keys for result.json."""
         return {}
+
+    # ------------------------------------------------------ benchmark hooks
+    @classmethod
+    def family(cls) -> str:
+        return cls.bench_family or cls.name
+
+    @classmethod
+    def bench_runs(cls, flags: list[str], drop_parts: int = 0) -> list[tuple[str, str, list[str]]]:
+        """(run id, table label, flags) of this method's runs in bench/compare.py."""
+        return [(cls.name, cls.label, flags)]
+
+    @classmethod
+    def bench_summary(cls, runs: list[dict]) -> dict:
+        """Keys of this method's own to add to its benchmark summary (from its result.json files)."""
+        return {}
+
+    @classmethod
+    def bench_lines(cls, summary: dict, metric: str, predicted: dict) -> list[str]:
+        """Analysis lines about this method for bench.md (``summary``: every method's, by label)."""
+        return []
 
     # -------------------------------------------------------------- helpers
     @classmethod

@@ -1,7 +1,11 @@
-"""Method name -> class: the one place a new method is registered.
+"""Method name -> class: the one place a method is registered.
 
     from grappa.train.registry import METHODS, resolve
     cls = resolve("random-tma")
+
+A built-in method is one line of the table below; a method in its own module
+outside grappa registers itself with ``@register_method`` and is loaded by
+``GRAPPA_PLUGINS`` (grappa.plugins).
 
 ``grappa-train --method``, ``bench/compare.py --methods``, ``jobs/train.slurm``
 and the contract test (tests/test_method_contract.py) all read this table.
@@ -12,6 +16,7 @@ import dataclasses
 
 from grappa.cli_util import reports_input_errors
 from grappa.errors import InputError
+from grappa.plugins import register
 from grappa.train.adaqp import AdaQP, AdaQPNoOverlap
 from grappa.train.averaging import PSGDPA, RandomTMA, SuperTMA
 from grappa.train.centralized import CentralizedMethod
@@ -31,6 +36,18 @@ METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (
     Retexo,
     AdaQP, AdaQPNoOverlap,
 )}
+
+
+# bench/compare.py: the default selection, the short names it accepts, and the exact distributed method
+# every other is compared with ("vs halo")
+BENCH_DEFAULT = ("centralized", "halo", "grappa", "grappa-uw", "grappa-fp")
+ALIASES = {"uw": "grappa-uw", "fp": "grappa-fp"}
+REFERENCE = "halo"
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    """Class decorator: make ``cls`` known as ``--method cls.name``."""
+    return register(METHODS, cls.name, cls, "method")
 
 
 def resolve(name: str) -> type[Method]:
