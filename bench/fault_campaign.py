@@ -76,7 +76,8 @@ def train_cmd(a, method: str, data: Path, out: Path) -> list[str]:
            "--method", method, "--data", str(data), "--out", str(out), "--epochs", str(a.epochs),
            "--dropout", "0", "--eval-every", "2", "--checkpoint-every", "4", "--seed", str(a.seed), "--no-progress"]
     # Method.fault_flags: what makes it replay exactly after a resume, with its boundaries in a short run
-    return cmd + list(METHODS[method].fault_flags) + (["--resume"] if list_checkpoints(out / "checkpoints") else ["--overwrite"])
+    resume = ["--resume"] if list_checkpoints(out / "checkpoints") else ["--overwrite"]
+    return cmd + list(METHODS[method].fault_flags) + resume
 
 
 def _rows(out: Path) -> list[str]:

@@ -324,7 +324,8 @@ class AdaQP(HaloMethod):
 
         ratio = q["train_bytes_per_rank_per_epoch"] / h["train_bytes_per_rank_per_epoch"]
         lines = [f"- AdaQP vs halo: test {metric} {100 * (q['test_mean'] - h['test_mean']):+.2f} points; training "
-                 f"bytes per rank per epoch {ratio:.3f}x of halo's (the halo exchange alone: {exchange(q) / exchange(h):.3f}x); epoch time "
+                 f"bytes per rank per epoch {ratio:.3f}x of halo's (the halo exchange alone: "
+                 f"{exchange(q) / exchange(h):.3f}x); epoch time "
                  f"{q['epoch_time_s_median'] / h['epoch_time_s_median']:.2f}x.",
                  f"- AdaQP bit-widths, mean bits per message over the {q.get('assign_cycles', 0)} assigned cycles "
                  f"(the first cycle is 8 bits): " + ", ".join(f"{k} {v:.2f}" for k, v in

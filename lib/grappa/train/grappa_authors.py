@@ -32,7 +32,6 @@ from grappa.graph.raw import SPLIT_TRAIN
 from grappa.partition.schedule import base_variable_sets
 from grappa.shards.assemble import load_chunk_set
 from grappa.train.distributed_eval import DistributedEvaluator
-from grappa.train.gradients import allreduce_gradients
 from grappa.train.grappa_method import GrappaMethod
 from grappa.train.halo_exchange import HaloPlan
 
@@ -99,13 +98,9 @@ class GrappaAuthors(GrappaMethod):
     def node_weights(self, seeds: np.ndarray) -> None:
         return None  # the loss is the plain batch mean
 
-    def _combine(self, w: float) -> bool:
+    def combine_gradients(self, w: float) -> bool:
         """G = (1/P) sum_p c_p g_p: one allreduce of [c_p g_p, stop], no weight sent."""
-        stop = allreduce_gradients(self.comm, self.params, [1.0 if self.stop_flag() else 0.0], w)
-        for p in self.params:
-            p.grad.div_(self.comm.size)
-        self.opt.step()
-        return float(stop[0]) > 0
+        return self.step([], scale=w, divide_by=lambda sums: self.comm.size)[1]
 
     def evaluate(self) -> tuple[float, float]:
         if self.base_eval is None:  # rank r evaluates chunk r in every super-epoch: built once

@@ -25,7 +25,7 @@ from grappa.shards.assemble import ShardRows, load_chunk_set
 from grappa.train.batches import batch_seeds, epoch_order, step_seed
 from grappa.train.distributed_eval import DistributedEvaluator
 from grappa.train.evaluate import loss_fn
-from grappa.train.gradients import allreduce_gradients
+from grappa.train.gradients import GradientStep
 from grappa.train.halo_exchange import HaloPlan
 from grappa.train.loop import StopRequested
 from grappa.train.method import Method
@@ -97,6 +97,7 @@ class GrappaMethod(Method):
         if self.k < comm.size:
             raise ValueError(f"{self.k} chunks cannot feed {comm.size} ranks: re-partition with K >= P")
         self.params = [p for p in model.parameters() if p.requires_grad]
+        self.step = GradientStep(comm, optimizer, self.params, stop_flag)
         self.super_epoch = None
         self.switch_times: list[float] = []
         self.halo_hops_read: list[float] = []  # per load: the mean over ranks of the hops within the budget
@@ -228,16 +229,9 @@ class GrappaMethod(Method):
     def batch(self, order: np.ndarray, step: int) -> np.ndarray:
         return batch_seeds(order, self.rank_batch, step)  # ranks with fewer seeds wrap around
 
-    def _combine(self, w: float) -> bool:
-        """One allreduce of [w * grad, w, stop]; sets G = sum w_p grad_p / sum w_p."""
-        total_w, stop = allreduce_gradients(self.comm, self.params, [w, 1.0 if self.stop_flag() else 0.0], w).tolist()
-        for p in self.params:
-            if total_w > 0:
-                p.grad.div_(total_w)
-            else:
-                p.grad.zero_()
-        self.opt.step()
-        return stop > 0
+    def combine_gradients(self, w: float) -> bool:
+        """One allreduce of [w * grad, w, stop]; G = sum w_p grad_p / sum w_p (zero when no rank had a weight)."""
+        return self.step([w], scale=w, divide_by=lambda sums: sums[0])[1]
 
     def train_epoch(self, epoch: int) -> float:
         self.load_super_epoch(epoch)
@@ -258,7 +252,7 @@ class GrappaMethod(Method):
                 seeds = order
             loss, w = self._local_grad(seeds)
             losses.append(loss)
-            if self._combine(w):
+            if self.combine_gradients(w):
                 if step + 1 < self.steps:
                     raise StopRequested(epoch, step + 1)
                 self.stop_pending = True

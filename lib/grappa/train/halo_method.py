@@ -28,7 +28,7 @@ from grappa.shards.assemble import load_chunk_set
 from grappa.train.batches import step_seed
 from grappa.train.distributed_eval import DistributedEvaluator
 from grappa.train.evaluate import loss_fn
-from grappa.train.gradients import allreduce_gradients
+from grappa.train.gradients import GradientStep
 from grappa.train.halo_exchange import HaloPlan
 from grappa.train.method import Method
 
@@ -64,6 +64,7 @@ class HaloMethod(Method):
         self.num_train = max(float(count[0]), 1.0)
         self.graph = model.graph_owned(plan.edge_index, plan.num_nodes, plan.in_degree, n)
         self.params = [p for p in model.parameters() if p.requires_grad]
+        self.step = GradientStep(comm, optimizer, self.params, stop_flag)
         self.evaluator = DistributedEvaluator(plan, self.x)
 
     def forward(self) -> torch.Tensor:
@@ -85,10 +86,7 @@ class HaloMethod(Method):
         loss_sum = loss_fn(self.task, out[self.train_idx], self.y[self.train_idx], reduction="sum")
         (loss_sum / self.num_train).backward()
         # One allreduce: the summed gradient, the loss sum and the stop flag.
-        total_loss, stop = allreduce_gradients(self.comm, self.params,
-                                               [loss_sum.item(), 1.0 if self.stop_flag() else 0.0]).tolist()
-        self.opt.step()
-        self.stop_pending = stop > 0
+        (total_loss,), self.stop_pending = self.step([loss_sum.item()])
         return total_loss / self.num_train
 
     def evaluate(self) -> tuple[float, float]:

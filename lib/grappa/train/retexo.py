@@ -46,7 +46,7 @@ from grappa.shards.assemble import load_chunk_set
 from grappa.train.batches import step_seed
 from grappa.train.distributed_eval import DistributedEvaluator
 from grappa.train.evaluate import loss_fn
-from grappa.train.gradients import allreduce_gradients
+from grappa.train.gradients import GradientStep
 from grappa.train.halo_exchange import HaloPlan
 from grappa.train.method import Method
 
@@ -194,15 +194,13 @@ class Retexo(Method):
         out = m.stage_logits(s, self.h, self.graph)[:n]
         loss_sum = loss_fn(self.task, out[self.train_idx], self.y[self.train_idx], reduction="sum")
         (loss_sum / self.num_train).backward()
-        total, stop = allreduce_gradients(self.comm, self.opt.param_groups[0]["params"],
-                                          [loss_sum.item(), 1.0 if self.stop_flag() else 0.0]).tolist()
-        self.opt.step()
+        (total,), stop = GradientStep(self.comm, self.opt, stop_flag=self.stop_flag)([loss_sum.item()])
         if s < self.cfg.layers - 1:  # the final stage's best round is the loop's best-validation model
             self._keep_if_best(self._stage_scores()[0])
             if epoch == (s + 1) * self.rps - 1:
                 self._finish_stage()
         self._add_stage_bytes(s, self.comm.counter.since(snap))
-        self.stop_pending = stop > 0
+        self.stop_pending = stop
         return total / self.num_train
 
     @torch.no_grad()
