@@ -333,14 +333,9 @@ def _profiles(text: str) -> list[str]:
     return names
 
 
-def main(argv=None) -> None:
-    from grappa.plugins import load_plugins
+def build_parser() -> argparse.ArgumentParser:
     from grappa.train.registry import BENCH_DEFAULT
 
-    load_plugins()  # methods and models of GRAPPA_PLUGINS modules (grappa.plugins)
-    argv = sys.argv[1:] if argv is None else argv
-    extra = argv[argv.index("--") + 1:] if "--" in argv else []
-    argv = argv[: argv.index("--")] if "--" in argv else argv
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--preset", choices=sorted(PRESETS), help="a shipped or generated graph and its settings")
@@ -354,7 +349,7 @@ def main(argv=None) -> None:
                         + "; ".join(f"{f}: {a!r}" for f, a in _families().items()))
     p.add_argument("--drop-parts", type=int, default=0,
                    help="also run each averaging method with this many of P + D parts never trained")
-    p.add_argument("--chunks-per-rank", type=int, default=4, help="grappa's K = this x P random chunks")
+    p.add_argument("--chunks-per-rank", type=int, default=4, help="K = this x P for the methods on random chunks")
     p.add_argument("--partition-ranks", type=int, default=2, help="MPI ranks of the partitioning jobs")
     p.add_argument("--work", default="work_data/bench", help="datasets (reused between invocations)")
     p.add_argument("--out", required=True, help="output directory (replaced)")
@@ -362,6 +357,17 @@ def main(argv=None) -> None:
                    help="run the distributed methods on each of these links, e.g. shm,10gbit,1gbit,wan: an emulated "
                         "cluster per link (grappa.emulated_cluster; root), tables against the link")
     p.add_argument("--nodes", type=int, default=2, help="--network: nodes the --ranks are spread over (default 2)")
+    return p
+
+
+def main(argv=None) -> None:
+    from grappa.plugins import load_plugins
+
+    load_plugins()  # methods and models of GRAPPA_PLUGINS modules (grappa.plugins)
+    argv = sys.argv[1:] if argv is None else argv
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    p = build_parser()
     a = p.parse_args(argv)
     if a.network and (a.ranks % a.nodes or not 2 <= a.nodes <= min(8, a.ranks)):
         p.error(f"--nodes {a.nodes}: give 2 to min(8, --ranks) nodes that divide --ranks {a.ranks}")

@@ -76,8 +76,7 @@ def run_epochs(cfg: TrainConfig, comm: Comm, method, log: MetricsLog, state: Loo
         if checkpoint and epoch != first and (method.is_boundary(epoch) or periodic):
             with phases.phase("checkpoint"):
                 checkpoint(epoch, 0, st)  # checkpoint barrier, then the method repartitions
-        snap, spent = comm.counter.snapshot(), dict(comm.counter.seconds)
-        rounds = sum(v for k, v in comm.counter.rounds.items() if k.startswith("train"))
+        before = _training_comm(comm)
         t0 = time.perf_counter()
         elapsed0 = st.elapsed_s
         try:
@@ -91,15 +90,7 @@ def run_epochs(cfg: TrainConfig, comm: Comm, method, log: MetricsLog, state: Loo
         check_finite(comm, method, epoch, loss)
         dt = time.perf_counter() - t0
         st.epoch_times.append(dt)
-        sent = {k: v for k, v in comm.counter.since(snap).items() if k.startswith("train")}
-        for k, v in sent.items():
-            st.train_bytes[k] = st.train_bytes.get(k, 0) + v
-        comm_s = 0.0
-        for k, v in comm.counter.seconds.items():
-            if k.startswith("train"):
-                st.train_comm_s[k] = st.train_comm_s.get(k, 0.0) + v - spent.get(k, 0.0)
-                comm_s += v - spent.get(k, 0.0)
-        st.train_rounds += sum(v for k, v in comm.counter.rounds.items() if k.startswith("train")) - rounds
+        sent, comm_s = _add_training_comm(st, before, _training_comm(comm))
         row = {"epoch": epoch, "loss": loss, "epoch_time_s": dt, "comm_time_s": comm_s, "bytes": sent}
         if (epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1 or method.finished:
             t_eval = time.perf_counter()
@@ -127,6 +118,26 @@ def run_epochs(cfg: TrainConfig, comm: Comm, method, log: MetricsLog, state: Loo
             break
     bar.close()
     return st
+
+
+def _training_comm(comm: Comm) -> tuple[dict, dict, int]:
+    """Training's bytes and seconds by category and its latency rounds, so far."""
+    c = comm.counter
+    return ({k: v for k, v in c.bytes.items() if k.startswith("train")},
+            {k: v for k, v in c.seconds.items() if k.startswith("train")},
+            sum(v for k, v in c.rounds.items() if k.startswith("train")))
+
+
+def _add_training_comm(st: LoopState, before: tuple, after: tuple) -> tuple[dict, float]:
+    """Add one epoch's training communication to ``st``; returns (its bytes by category, its seconds)."""
+    sent = {k: v - before[0].get(k, 0) for k, v in after[0].items() if v - before[0].get(k, 0)}
+    for k, v in sent.items():
+        st.train_bytes[k] = st.train_bytes.get(k, 0) + v
+    spent = {k: v - before[1].get(k, 0.0) for k, v in after[1].items()}
+    for k, v in spent.items():
+        st.train_comm_s[k] = st.train_comm_s.get(k, 0.0) + v
+    st.train_rounds += after[2] - before[2]
+    return sent, sum(spent.values())
 
 
 def check_finite(comm: Comm, method, epoch: int, loss: float) -> None:
