@@ -156,28 +156,20 @@ def measure_graph(name: str, raw: Path, py: Path, a) -> list[dict]:
         print(f"[peer] {name} {workload} {key}: grappa {g['median']:.4g}, DGL {d['median']:.4g} "
               f"({rows[-1]['ratio']:.2f}x)", flush=True)
 
-    if "full-graph" in a.workloads:
-        e = a.full_epochs[name]
-        g = repeat(lambda: grappa_train(raw, FULL, e, env), a.repeats)
-        d = repeat(lambda: dgl_run(py, "full-graph", raw, env, "--epochs", e, "--threads", t), a.repeats)
-        row("full-graph GCN", "epoch_s", g, d, acc=(g[0]["test_acc"], d[0]["test_acc"]),
+    for workload, label, spec, e in (("full-graph", "full-graph GCN", FULL, a.full_epochs[name]),
+                                     ("mini-batch", "mini-batch SAGE", MINI, a.mini_epochs)):
+        if workload not in a.workloads:
+            continue
+        g = repeat(lambda s=spec, e=e: grappa_train(raw, s, e, env), a.repeats)
+        d = repeat(lambda w=workload, e=e: dgl_run(py, w, raw, env, "--epochs", e, "--threads", t), a.repeats)
+        row(label, "epoch_s", g, d, acc=(g[0]["test_acc"], d[0]["test_acc"]),
             rss=(g[0]["peak_rss_mb"], d[0]["peak_rss_mb"]))
-        row("full-graph GCN", "eval_s", g, d)
+        row(label, "eval_s", g, d)
         if a.peer_torch:
-            g = repeat(lambda: grappa_train(raw, FULL, e, env, py), a.repeats)
-            row("full-graph GCN, grappa on the peer's torch", "epoch_s", g, d,
-                acc=(g[0]["test_acc"], d[0]["test_acc"]), rss=(g[0]["peak_rss_mb"], d[0]["peak_rss_mb"]))
+            gp = repeat(lambda s=spec, e=e: grappa_train(raw, s, e, env, py), a.repeats)
+            row(f"{label}, grappa on the peer's torch", "epoch_s", gp, d,
+                acc=(gp[0]["test_acc"], d[0]["test_acc"]), rss=(gp[0]["peak_rss_mb"], d[0]["peak_rss_mb"]))
     if "mini-batch" in a.workloads:
-        e = a.mini_epochs
-        g = repeat(lambda: grappa_train(raw, MINI, e, env), a.repeats)
-        d = repeat(lambda: dgl_run(py, "mini-batch", raw, env, "--epochs", e, "--threads", t), a.repeats)
-        row("mini-batch SAGE", "epoch_s", g, d, acc=(g[0]["test_acc"], d[0]["test_acc"]),
-            rss=(g[0]["peak_rss_mb"], d[0]["peak_rss_mb"]))
-        row("mini-batch SAGE", "eval_s", g, d)
-        if a.peer_torch:
-            g = repeat(lambda: grappa_train(raw, MINI, e, env, py), a.repeats)
-            row("mini-batch SAGE, grappa on the peer's torch", "epoch_s", g, d,
-                acc=(g[0]["test_acc"], d[0]["test_acc"]), rss=(g[0]["peak_rss_mb"], d[0]["peak_rss_mb"]))
         split = repeat(lambda: grappa_step_split(raw, 1, a.threads), a.repeats)
         for key in ("step_ms", "sample_ms", "compute_ms"):
             row("mini-batch SAGE", key, split, d)

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import json
 import math
 import os
+from pathlib import Path
 
 
 class InputError(Exception):
@@ -68,3 +70,18 @@ def environment_error(e: OSError) -> InputError | None:
     if e.errno not in _ENVIRONMENT:
         return None
     return InputError(e.filename or "(a file)", e.strerror or os.strerror(e.errno), _ENVIRONMENT[e.errno])
+
+
+def load_json_file(path, schema: str, missing_fix: str) -> dict:
+    """A JSON file the user points at (a graph's graph.json, a dataset's manifest): a clear error
+    when it is missing, not JSON, or of another schema."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, f"missing {path.name}", missing_fix)
+    try:
+        d = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(path, f"not valid JSON ({e})") from e
+    if d.get("schema") != schema:
+        raise InputError(path, f"field 'schema' is {d.get('schema')!r}, expected {schema!r}")
+    return d

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from grappa.errors import InputError
+from grappa.errors import InputError, load_json_file
 from grappa.graph.node_checks import (  # the split codes are re-exported here
     SPLIT_NONE,
     SPLIT_TEST,
@@ -54,15 +54,7 @@ class GraphInfo:
     @classmethod
     def load(cls, directory) -> GraphInfo:
         path = Path(directory, "graph.json")
-        if not path.is_file():
-            raise InputError(path, "missing graph.json",
-                             "point at a directory written by grappa-import or grappa-generate")
-        try:
-            d = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise InputError(path, f"not valid JSON ({e})") from e
-        if d.get("schema") != SCHEMA:
-            raise InputError(path, f"field 'schema' is {d.get('schema')!r}, expected {SCHEMA!r}")
+        d = load_json_file(path, SCHEMA, "point at a directory written by grappa-import or grappa-generate")
         known = set(cls.__dataclass_fields__)
         missing = {"name", "num_nodes", "num_edges", "num_features", "num_classes"} - set(d)
         if missing:

@@ -28,7 +28,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from grappa.errors import InputError
+from grappa.errors import InputError, load_json_file
 
 SCHEMA = "grappa-shard/1"
 # Feature dtypes a partition may store. float16 halves the features on disk
@@ -120,15 +120,7 @@ def sha256_file(path, block: int = 1 << 22) -> str:
 
 def load_manifest(directory) -> dict:
     path = Path(directory) / "manifest.json"
-    if not path.is_file():
-        raise InputError(path, "missing manifest.json",
-                         "this is not a complete partitioned dataset; re-run the partitioner")
-    try:
-        m = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(path, f"not valid JSON ({e})") from e
-    if m.get("schema") != MANIFEST_SCHEMA:
-        raise InputError(path, f"field 'schema' is {m.get('schema')!r}, expected {MANIFEST_SCHEMA!r}")
+    m = load_json_file(path, MANIFEST_SCHEMA, "this is not a complete partitioned dataset; re-run the partitioner")
     names = [c.get("file") for c in m.get("chunks", [])] + [f.get("name") for f in m.get("files", [])]
     for name in names:
         # Shards live in the dataset directory: never read a file outside it.
