@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 from grappa.train.data import load_graph  # noqa: E402
-from grappa.train.retexo import RetexoNet  # noqa: E402
+from grappa.train.methods.retexo import RetexoNet  # noqa: E402
 
 BASE = {"model": "gcn", "hidden": 256, "dropout": 0.3, "weight_decay": 5e-4, "lr": 0.003, "rounds": 200,
         "layers": 2, "select": "acc", "self_loops": False}

@@ -30,10 +30,10 @@ from grappa.comm import BACKENDS, make_comm
 from grappa.comm.base import threads_per_rank
 from grappa.graph.raw import SPLIT_TRAIN
 from grappa.models import MODELS, build_model, sampled_forward
-from grappa.partition.schedule import chunk_sets
 from grappa.sampling import NeighborSampler
 from grappa.shards.assemble import load_chunk_set
 from grappa.shards.format import load_manifest
+from grappa.shards.schedule import chunk_sets
 from grappa.train.gradients import allreduce_gradients
 
 PHASES = ("sample", "gather", "forward", "backward", "allreduce")

@@ -49,11 +49,11 @@ def reference_sgd(data, steps_wanted, ranks=2):
 def _reference_sgd(data, steps_wanted, ranks):
     from grappa.graph.raw import SPLIT_TRAIN
     from grappa.models import build_model
-    from grappa.partition.schedule import chunk_sets
     from grappa.sampling import NeighborSampler
     from grappa.shards.assemble import load_chunk_set
-    from grappa.train.averaging import batch_seeds, epoch_order
+    from grappa.shards.schedule import chunk_sets
     from grappa.train.evaluate import loss_fn
+    from grappa.train.methods.averaging import batch_seeds, epoch_order
 
     locals_ = [load_chunk_set(data, s) for s in chunk_sets("fixed", 4, ranks, 0, SEED)]
     train_nodes = [np.flatnonzero(lg.split == SPLIT_TRAIN) for lg in locals_]

@@ -22,7 +22,7 @@ TOY = textwrap.dedent('''
     from grappa.graph.importers import import_edgelist, register_importer
     from grappa.models import MLP, register_model
     from grappa.partition.assignment import register_scheme
-    from grappa.train.grappa_method import GrappaMethod
+    from grappa.train.methods.grappa_method import GrappaMethod
     from grappa.train.registry import register_method
 
 

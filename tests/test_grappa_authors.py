@@ -13,8 +13,8 @@ import pytest
 import torch
 from conftest import ROOT, run_mpi
 from grappa.checkpoint import list_checkpoints, load_checkpoint
-from grappa.partition.schedule import base_variable_sets
-from grappa.train.grappa_authors import authors_coverage
+from grappa.shards.schedule import base_variable_sets
+from grappa.train.methods.grappa_authors import authors_coverage
 
 SEED, BS, FANOUTS, LR, P = 5, 16, [4, 3], 0.5, 3
 

@@ -75,8 +75,8 @@ def test_mini_batch_takes_the_global_batch_step_count(cora_k16, tmp_path):
     epoch on 4 ranks as in one process; --per-rank-batch takes the largest
     rank's ceil(n_p / 32)."""
     from grappa.graph.raw import SPLIT_TRAIN
-    from grappa.partition.schedule import chunk_sets
     from grappa.shards.assemble import load_chunk_set
+    from grappa.shards.schedule import chunk_sets
 
     params = 1433 * 16 + 16 + 16 * 7 + 7
     per_step = 2 * 3 / 4 * (params + 2) * 4

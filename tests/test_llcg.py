@@ -15,7 +15,7 @@ from grappa.graph.csr import CSR
 from grappa.graph.raw import RawGraph
 from grappa.sampling import NeighborSampler
 from grappa.shards.shard_graph import ShardGraph
-from grappa.train.llcg import LLCGOptions, local_steps_of
+from grappa.train.methods.llcg import LLCGOptions, local_steps_of
 
 
 def test_local_step_schedule_decreases_or_with_inc_k_ends_at_k():

@@ -15,7 +15,7 @@ import torch
 from conftest import cmdline, descendants, run_mpi
 from grappa.checkpoint import list_checkpoints, load_checkpoint
 from grappa.graph.raw import RawGraph
-from grappa.partition.schedule import chunk_sets, owner_of_chunks
+from grappa.shards.schedule import chunk_sets, owner_of_chunks
 from test_grappa_training import _launch, _wait_for_epochs
 
 pytestmark = pytest.mark.mpi

@@ -6,8 +6,8 @@ import itertools
 import numpy as np
 import pytest
 from conftest import ROOT, run_mpi
-from grappa.partition.schedule import chunk_sets
 from grappa.shards.assemble import load_chunk_set
+from grappa.shards.schedule import chunk_sets
 
 
 @pytest.mark.parametrize("schedule", ["sweep", "shuffle", "fixed"])

@@ -80,7 +80,7 @@ def test_graph_matters_on_sbm(tmp_path):
 
 def test_centralized_refuses_several_ranks(cora_dir, tmp_path, monkeypatch):
     from grappa.comm.base import Comm
-    from grappa.train.centralized import CentralizedMethod
+    from grappa.train.methods.centralized import CentralizedMethod
 
     with pytest.raises(ValueError, match="one process"):
         CentralizedMethod(TrainConfig(), Comm(0, 2), None, None, None)

@@ -7,7 +7,7 @@ on every rank, with no edit to grappa itself:
 
     # my_method.py, on PYTHONPATH
     from grappa.train.registry import register_method
-    from grappa.train.grappa_method import GrappaMethod
+    from grappa.train.methods.grappa_method import GrappaMethod
 
     @register_method
     class MyMethod(GrappaMethod):

@@ -13,9 +13,9 @@ import sys
 import torch
 from grappa.comm import make_comm
 from grappa.models import build_model
-from grappa.partition.schedule import chunk_sets, owner_of_chunks
 from grappa.shards.assemble import ShardRows, load_chunk_set
 from grappa.shards.format import load_manifest
+from grappa.shards.schedule import chunk_sets, owner_of_chunks
 from grappa.train.data import load_graph
 from grappa.train.distributed_eval import DistributedEvaluator
 from grappa.train.halo_exchange import HaloPlan

@@ -89,7 +89,7 @@ def predicted_bytes(raw, metis_dir, cfg, ranks: int) -> dict:
     import json
 
     from grappa.models import build_model
-    from grappa.partition.schedule import chunk_sets, owner_of_chunks
+    from grappa.shards.schedule import chunk_sets, owner_of_chunks
 
     info = json.loads((Path(raw) / "graph.json").read_text())
     model = build_model(cfg.model, info["num_features"], cfg.hidden, info["num_classes"], cfg.layers,

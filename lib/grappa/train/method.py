@@ -1,8 +1,8 @@
 """The method interface: what every training method declares and implements.
 
-A method is one class in one file (``centralized.py``, ``grappa_method.py``,
-``halo_method.py``, ``averaging.py``), registered by name in
-``grappa.train.registry``. The shared loop (``grappa.train.loop``) runs it:
+A method is one class in one file of ``grappa/train/methods/``, registered
+by name in ``grappa.train.registry`` (or, outside grappa, by
+``@register_method`` in a ``GRAPPA_PLUGINS`` module). The shared loop (``grappa.train.loop``) runs it:
 
     for epoch in ...:
         if method.is_boundary(epoch): checkpoint     # the method's natural boundary

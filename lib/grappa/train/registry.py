@@ -17,15 +17,15 @@ import dataclasses
 from grappa.cli_util import reports_input_errors
 from grappa.errors import InputError
 from grappa.plugins import register
-from grappa.train.adaqp import AdaQP, AdaQPNoOverlap
-from grappa.train.averaging import PSGDPA, RandomTMA, SuperTMA
-from grappa.train.centralized import CentralizedMethod
-from grappa.train.grappa_authors import GrappaAuthors
-from grappa.train.grappa_method import GrappaFP, GrappaMethod, GrappaUW
-from grappa.train.halo_method import HaloMethod
-from grappa.train.llcg import LLCG
 from grappa.train.method import Method
-from grappa.train.retexo import Retexo
+from grappa.train.methods.adaqp import AdaQP, AdaQPNoOverlap
+from grappa.train.methods.averaging import PSGDPA, RandomTMA, SuperTMA
+from grappa.train.methods.centralized import CentralizedMethod
+from grappa.train.methods.grappa_authors import GrappaAuthors
+from grappa.train.methods.grappa_method import GrappaFP, GrappaMethod, GrappaUW
+from grappa.train.methods.halo_method import HaloMethod
+from grappa.train.methods.llcg import LLCG
+from grappa.train.methods.retexo import Retexo
 
 METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (
     CentralizedMethod,

@@ -31,7 +31,7 @@ from grappa.errors import check_options
 from grappa.models import GIN
 from grappa.train.bit_assignment import SOLVERS, AssignmentProblem, group_messages
 from grappa.train.halo_exchange import Link
-from grappa.train.halo_method import HaloMethod
+from grappa.train.methods.halo_method import HaloMethod
 
 FWD, BWD = 0, 1
 

@@ -23,8 +23,8 @@ import torch
 from grappa.errors import InputError
 from grappa.graph.raw import SPLIT_TRAIN
 from grappa.models import LayerwiseGNN
-from grappa.partition.schedule import chunk_sets, owner_of_chunks
 from grappa.shards.assemble import load_chunk_set
+from grappa.shards.schedule import chunk_sets, owner_of_chunks
 from grappa.train.batches import step_seed
 from grappa.train.distributed_eval import DistributedEvaluator
 from grappa.train.evaluate import loss_fn

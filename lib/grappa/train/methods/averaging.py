@@ -45,9 +45,9 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from grappa.errors import check_options
 from grappa.graph.raw import SPLIT_TRAIN
 from grappa.models import graph_args, sampled_forward
-from grappa.partition.schedule import chunk_sets, owner_of_chunks
 from grappa.sampling import NeighborSampler
 from grappa.shards.assemble import LocalGraph, load_chunk_set
+from grappa.shards.schedule import chunk_sets, owner_of_chunks
 from grappa.train.batches import batch_seeds, epoch_order, step_seed
 from grappa.train.distributed_eval import DistributedEvaluator
 from grappa.train.evaluate import loss_fn

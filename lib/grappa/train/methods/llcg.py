@@ -42,10 +42,10 @@ from grappa.graph.raw import SPLIT_TRAIN
 from grappa.models import sampled_forward
 from grappa.sampling import NeighborSampler
 from grappa.shards.shard_graph import ShardGraph
-from grappa.train.averaging import LocalTraining
 from grappa.train.batches import epoch_order, step_seed
 from grappa.train.config import make_optimizer
 from grappa.train.evaluate import loss_fn
+from grappa.train.methods.averaging import LocalTraining
 
 
 @dataclass

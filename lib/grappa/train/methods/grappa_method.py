@@ -19,9 +19,9 @@ import torch
 from grappa.errors import check_options
 from grappa.graph.raw import SPLIT_TRAIN
 from grappa.models import LayerwiseGNN, graph_args, sampled_forward
-from grappa.partition.schedule import SCHEDULES, chunk_sets, owner_of_chunks
 from grappa.sampling import NeighborSampler
 from grappa.shards.assemble import ShardRows, load_chunk_set
+from grappa.shards.schedule import SCHEDULES, chunk_sets, owner_of_chunks
 from grappa.train.batches import batch_seeds, epoch_order, step_seed
 from grappa.train.distributed_eval import DistributedEvaluator
 from grappa.train.evaluate import loss_fn
@@ -289,7 +289,7 @@ class GrappaMethod(Method):
     @classmethod
     def bench_lines(cls, summary: dict, metric: str, predicted: dict) -> list[str]:
         """Grappa against the halo exchange: measured and predicted bytes, epoch times."""
-        from grappa.train.halo_method import HaloMethod
+        from grappa.train.methods.halo_method import HaloMethod
 
         if cls is not GrappaMethod or cls.label not in summary or HaloMethod.label not in summary:
             return []

@@ -29,11 +29,11 @@ import numpy as np
 
 from grappa.errors import check_options
 from grappa.graph.raw import SPLIT_TRAIN
-from grappa.partition.schedule import base_variable_sets
 from grappa.shards.assemble import load_chunk_set
+from grappa.shards.schedule import base_variable_sets
 from grappa.train.distributed_eval import DistributedEvaluator
-from grappa.train.grappa_method import GrappaMethod
 from grappa.train.halo_exchange import HaloPlan
+from grappa.train.methods.grappa_method import GrappaMethod
 
 
 @dataclass
