@@ -208,8 +208,9 @@ def plot_links(out: Path, per_link: dict) -> None:
     for i, m in enumerate(methods):
         ys = [per_link[p]["summary"][m]["time_to_98pct_s_median"] for p in profiles]
         reached = reached or any(y is not None for y in ys)
-        ax.plot(range(len(profiles)), [y if y is not None else float("nan") for y in ys], "o-", color=f"C{i % 10}",
-                label=m)
+        ax.plot(range(len(profiles)), [y if y is not None else float("nan") for y in ys],
+                "o-" if i < 10 else "s--", color=f"C{i % 10}",
+                label=m if any(y is not None for y in ys) else f"{m} (not reached)")
     ax.set_xticks(range(len(profiles)), [link_label(p, per_link[p]["link"]).replace(" (", "\n(") for p in profiles],
                   fontsize=7)
     if reached:

@@ -190,7 +190,7 @@ def test_sbatch_spans_two_emulated_nodes_and_a_requeue_resumes_exactly(cora_k16,
         exports = ",".join([f"ALL,GRAPPA_ROOT={ROOT},DATASET={cora_k16},OUT={out}"]
                            + [f"{k}={v}" for k, v in REQUEUE_ENV.items()])
         job = slurm("sbatch", "--parsable", "--nodes=2", "--ntasks-per-node=2", f"--export={exports}",
-                    f"--output={tmp_path}/job-%j.out", str(ROOT / "jobs" / "train_grappa.slurm")).split(";")[0]
+                    f"--output={tmp_path}/job-%j.out", str(ROOT / "jobs" / "train_grappa.slurm")).strip().split(";")[0]
         metrics = out / "metrics.jsonl"
         _until(lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 5, "epoch 5", slurm, job)
         assert "NodeList=node[0-1]" in slurm("scontrol", "show", "job", job)
