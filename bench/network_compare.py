@@ -9,10 +9,13 @@ seconds per epoch inside communication calls beside what
 grappa.analysis.comm_model predicts from the counted bytes and rounds and
 the link as measured, and the wire bytes against the counted ones. Writes,
 in --out: network.md, network.json, time_to_accuracy_vs_link.png, and each
-link's runs under net-PROFILE/.
+link's runs under net-PROFILE/. `python bench/network_compare.py OUT` redoes
+the analysis of a finished study (the model, tables and plot) from its
+network.json.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -65,9 +68,10 @@ def wire(plan: list[dict]) -> dict:
 
 
 def predicted(s: dict, link: dict, a) -> float | None:
+    """comm_model's seconds per epoch on ``link`` as `up` measured it (bandwidth and round trip)."""
     if not link:
         return None
-    return comm_time(s["train_bytes_per_rank_per_epoch"], s["train_rounds_per_epoch"], rate_bits(link["rate"]),
+    return comm_time(s["train_bytes_per_rank_per_epoch"], s["train_rounds_per_epoch"], link["gbit_s"] * 1e9,
                      link["rtt_us"] * 1e-6, a.ranks, a.ranks // a.nodes)
 
 
@@ -82,20 +86,28 @@ def run(a, raw: Path, plans: dict, metis_dir: Path, train_args: list[str], t0: f
         link = run_on_link(a, profile, plan)
         summary, results, curves, central = compare.summaries({False: plans[False], True: plan})
         metric = next(iter(results.values()))[0]["metric"]
-        for name, s in summary.items():
-            s["comm_time_predicted_s_per_epoch"] = predicted(s, link, a) if name != "centralized" else None
         per_link[profile] = {"link": link, "summary": summary, "wire": wire(plan), "curves": curves,
                              "target": 0.98 * central}
         print(f"[bench] {profile}: done ({time.perf_counter() - t0:.0f} s)", flush=True)
-    add_floor(per_link)
-    wall = time.perf_counter() - t0
-    md = network_report(a, raw, per_link, metric, wall, train_args)
+    record = {"args": vars(a), "command": " ".join(sys.argv[1:]), "train_args": train_args, "raw": str(raw),
+              "metric": metric, "links": per_link, "wall_s": time.perf_counter() - t0}
+    print(analyse(out, record))
+    print(f"[bench] wrote {out}/network.json, network.md, time_to_accuracy_vs_link.png ({record['wall_s']:.0f} s)")
+
+
+def analyse(out: Path, record: dict) -> str:
+    """The model's predictions, the tables and the plot of a finished study (``record``: what
+    network.json holds); writes network.json, network.md and the PNG; returns the Markdown."""
+    a = argparse.Namespace(**record["args"])
+    for d in record["links"].values():
+        for name, s in d["summary"].items():
+            s["comm_time_predicted_s_per_epoch"] = predicted(s, d["link"], a) if name != "centralized" else None
+    add_floor(record["links"])
+    md = network_report(a, Path(record["raw"]), record, record["metric"])
     (out / "network.md").write_text(md)
-    (out / "network.json").write_text(json.dumps({"args": vars(a), "train_args": train_args, "raw": str(raw),
-                                                  "links": per_link, "wall_s": wall}, indent=2) + "\n")
-    plot_links(out, per_link)
-    print(md)
-    print(f"[bench] wrote {out}/network.json, network.md, time_to_accuracy_vs_link.png ({wall:.0f} s)")
+    (out / "network.json").write_text(json.dumps(record, indent=2) + "\n")
+    plot_links(out, record["links"])
+    return md
 
 
 def add_floor(per_link: dict) -> None:
@@ -124,14 +136,15 @@ def link_label(profile: str, link: dict) -> str:
     return f"{profile} ({link['gbit_s']:.2f} Gbit/s, RTT {link['rtt_us'] / 1000:.2f} ms)"
 
 
-def network_report(a, raw: Path, per_link: dict, metric: str, wall: float, train_args: list[str]) -> str:
+def network_report(a, raw: Path, record: dict, metric: str) -> str:
+    per_link, wall, train_args = record["links"], record["wall_s"], record["train_args"]
     info = json.loads((raw / "graph.json").read_text())
     profiles = list(per_link)
     methods = [m for m in next(iter(per_link.values()))["summary"] if m != "centralized"]
     head = "| method | " + " | ".join(profiles) + " |\n| --- |" + " ---: |" * len(profiles)
     lines = [f"# Across the network: {info['name']} ({info['num_nodes']:,} nodes, {info['num_edges']:,} edges), "
              f"P = {a.ranks} on {a.nodes} nodes of {a.ranks // a.nodes}", "",
-             f"Command: `python bench/compare.py {' '.join(sys.argv[1:])}`  ",
+             f"Command: `python bench/compare.py {record.get('command', '')}`  ",
              f"Training arguments: `{' '.join(train_args)}`; seeds {a.seeds}. Links as measured: "
              + "; ".join(link_label(p, per_link[p]["link"]) for p in profiles) + f". Total time {wall:.0f} s.", ""]
     tables = [("Epoch time (ms, median)", lambda s: _ms(s["epoch_time_s_median"])),
@@ -223,3 +236,15 @@ def plot_links(out: Path, per_link: dict) -> None:
     fig.tight_layout()
     fig.savefig(out / "time_to_accuracy_vs_link.png", dpi=120)
     plt.close(fig)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description="Redo the analysis of a finished `compare.py --network` study "
+                                "(the model, the tables, the plot) from its network.json.")
+    p.add_argument("out", help="the study's --out directory")
+    out = Path(p.parse_args(argv).out)
+    print(analyse(out, json.loads((out / "network.json").read_text())))
+
+
+if __name__ == "__main__":
+    main()

@@ -265,5 +265,8 @@ def test_compare_runs_every_method_on_each_link_and_reports_against_the_link(tmp
     assert slow["summary"]["halo"]["epoch_time_s_median"] > slow["summary"]["grappa"]["epoch_time_s_median"]
     md = (out / "network.md").read_text()
     assert "### Crossovers" in md and "wire / off node" in md
+    again = subprocess.run([sys.executable, str(ROOT / "bench/network_compare.py"), str(out)], env=mpi_env(),
+                           capture_output=True, text=True, timeout=120, cwd=ROOT / "bench")
+    assert again.returncode == 0 and (out / "network.md").read_text() == md, again.stderr  # the analysis, redone
     assert (out / "time_to_accuracy_vs_link.png").stat().st_size > 10_000
     assert not [n for n in ours() if n.startswith("cmp")]
