@@ -17,7 +17,7 @@ never trained) and its own summary keys and analysis lines. Writes, in --out:
     python bench/compare.py --preset cora --ranks 4 --out bench_results/cora
     python bench/compare.py --preset sbm --ranks 4 --methods all --out bench_results/sbm
     python bench/compare.py --raw work_data/mygraph --ranks 8 --out bench_results/mine -- --model sage --epochs 100
-    python bench/compare.py --preset cora --method-args grappa="--halo-hops 0" --out DIR
+    python bench/compare.py --preset cora --method-args FAMILY="FLAGS" --out DIR   # the families: --help
     python bench/compare.py --preset cora --ranks 4 --nodes 2 --network shm,1gbit,wan --out DIR   # network_compare.py
 
 Presets: cora (the shipped Cora; GCN, 100 epochs), sbm (a generated SBM
@@ -265,7 +265,7 @@ def method_runs(a) -> list[tuple[str, str, type, list[str]]]:
 
 def _own_flags(cls, flags: list[str]) -> list[str]:
     """``flags`` without the "--name value" pairs of other methods' options (a family's flags reach
-    every member: grappa-authors has only --repartition-every of Grappa's)."""
+    every member, which keeps the options it has)."""
     from grappa.train.registry import METHODS
 
     own = {f.name.replace("_", "-") for f in dataclasses.fields(cls.Options)}
@@ -289,7 +289,7 @@ def _families() -> dict[str, str]:
 def _method_args(text: str) -> tuple[str, str]:
     family, sep, flags = text.partition("=")
     if not sep or not family:
-        raise argparse.ArgumentTypeError(f"{text!r}: give FAMILY=FLAGS, e.g. grappa=\"--halo-hops 0\"")
+        raise argparse.ArgumentTypeError(f"{text!r}: give FAMILY=FLAGS, FAMILY one of {', '.join(_families())}")
     return family, flags
 
 

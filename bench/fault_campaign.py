@@ -2,7 +2,7 @@
 """Kill a random rank at N random moments, resume each time, compare with an uninterrupted run.
 
     python bench/fault_campaign.py --kills 20 --out bench_results/faults
-    python bench/fault_campaign.py --kills 5 --methods grappa halo psgd-pa --ranks 4 --out DIR
+    python bench/fault_campaign.py --kills 5 --methods all --ranks 4 --out DIR
 
 For each method: one uninterrupted run, then one run that is killed N times.
 Kill i picks a phase (the method's phases in turn: a step, a training
@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "lib"))
 from grappa.atomic import atomic_write_bytes  # noqa: E402
 from grappa.checkpoint import list_checkpoints, load_checkpoint, load_latest  # noqa: E402
 from grappa.faults import PHASES  # noqa: E402
-from grappa.train.registry import METHODS, partition_spec  # noqa: E402
+from grappa.train.registry import FAULT_DEFAULT, METHODS, partition_spec  # noqa: E402
 
 # Highest arrival drawn per phase: every fault lands within a few epochs of
 # the resumed run's start (checkpoints every 4 epochs, evaluation every 2).
@@ -166,7 +166,8 @@ def print_table(results: list[dict]) -> None:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--kills", type=int, required=True, help="kills per method")
-    p.add_argument("--methods", nargs="+", default=["grappa"], choices=MULTI_RANK)
+    p.add_argument("--methods", nargs="+", default=list(FAULT_DEFAULT), choices=MULTI_RANK + ["all"],
+                   help=f"registered multi-rank methods, or all (default: {' '.join(FAULT_DEFAULT)})")
     p.add_argument("--ranks", type=int, default=4)
     p.add_argument("--data", type=Path, help="raw graph directory (default: Cora, imported from datasets/cora)")
     p.add_argument("--epochs", type=int, help="epochs of each run (default 8 per kill + 16, so that every "
@@ -183,7 +184,7 @@ def main(argv=None) -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     raw = a.data or _import_cora(a.out / "cora")
     results = []
-    for m in a.methods:
+    for m in (MULTI_RANK if a.methods == ["all"] else a.methods):
         try:
             results.append(campaign(a, m, prepare_data(m, raw, a.ranks, a.out), a.out))
         except CampaignError as e:

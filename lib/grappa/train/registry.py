@@ -43,6 +43,7 @@ METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (
 BENCH_DEFAULT = ("centralized", "halo", "grappa", "grappa-uw", "grappa-fp")
 ALIASES = {"uw": "grappa-uw", "fp": "grappa-fp"}
 REFERENCE = "halo"
+FAULT_DEFAULT = ("grappa",)  # bench/fault_campaign.py's default selection
 
 
 def register_method(cls: type[Method]) -> type[Method]:
