@@ -115,8 +115,9 @@ def test_training_across_two_nodes_equals_one_node_and_the_wire_carries_the_coun
     counted = sum(json.loads((tmp_path / "across" / "result.json").read_text())["bytes_total_by_category"].values())
     print(f"{method}/{backend}: wire {wire} B, counted {counted} B, ratio {wire / counted:.3f}")
     # The wire adds TCP/IP headers and the launch's own traffic (1-5% here); Horovod also sends
-    # its negotiation (which tensors are ready) every cycle, uncounted: up to 18% on these small runs.
-    assert 0.95 <= wire / counted <= (1.10 if backend == "gloo" else 1.25), (wire, counted)
+    # its negotiation (which tensors are ready) every cycle, uncounted, so it grows with the run's
+    # wall time, not its bytes: 18% on these small runs on an idle machine, 28% with the cores busy.
+    assert 0.95 <= wire / counted <= (1.10 if backend == "gloo" else 1.40), (wire, counted)
 
 
 def test_an_added_delay_gives_its_round_trip_and_its_programs_go_with_the_cluster():
