@@ -60,8 +60,8 @@ PRESETS = {
 }
 
 
-def sh(cmd: list[str]) -> None:
-    r = subprocess.run(cmd, capture_output=True, text=True)
+def sh(cmd: list[str], env: dict | None = None) -> None:
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if r.returncode:
         raise SystemExit(f"benchmark step failed: {' '.join(cmd)}\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}")
 
@@ -414,10 +414,7 @@ def run_plan(a, out: Path, distributed: bool, plan: list[dict], launch: list[str
     plan_file.write_text(json.dumps(plan, indent=1))
     cmd = [sys.executable, str(ROOT / "bench/run_seeds.py"), "--plan", str(plan_file)]
     t1 = time.perf_counter()
-    r = subprocess.run([*(launch or mpirun(a.ranks)), *cmd] if distributed else cmd, capture_output=True,
-                       text=True, env=env)
-    if r.returncode:
-        raise SystemExit(f"benchmark runs failed: {plan_file}\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}")
+    sh([*(launch or mpirun(a.ranks)), *cmd] if distributed else cmd, env)
     print(f"[bench] {len(plan)} {'distributed' if distributed else 'centralized'} runs{tag} in "
           f"{time.perf_counter() - t1:.0f} s", flush=True)
 

@@ -64,7 +64,7 @@ class Cluster:
     name: str
     nodes: int
     rate: str | None = None  # None: unshaped veths
-    delay_ms: float = 0.0  # one-way, added on each node's egress
+    delay_ms: float = 0.0  # one-way, added as packets arrive at each node
     made: list = field(default_factory=list)  # namespaces and hosts directories, in creation order
 
     def fabric(self) -> str:

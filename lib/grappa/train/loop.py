@@ -158,11 +158,12 @@ def build_result(cfg: TrainConfig, comm: Comm, st: LoopState, dataset: str, metr
     if unknown:
         raise ValueError(f"training bytes in unregistered categories {sorted(unknown)}: add them to TRAIN_CATEGORIES")
     # Ranks can send different amounts (halo exchange): report the mean and the max over ranks.
-    mine = torch.tensor([float(st.train_bytes.get(c, 0)) for c in TRAIN_CATEGORIES] + [
-        st.train_comm_s.get(c, 0.0) for c in TRAIN_CATEGORIES] + [sum(st.train_comm_s.values())], dtype=torch.float64)
+    n = len(TRAIN_CATEGORIES)  # [bytes by category, seconds by category]
+    mine = torch.tensor([float(st.train_bytes.get(c, 0)) for c in TRAIN_CATEGORIES]
+                        + [st.train_comm_s.get(c, 0.0) for c in TRAIN_CATEGORIES], dtype=torch.float64)
     mean = comm.allreduce(mine, category="control") / comm.size
-    mx = comm.allreduce(torch.stack([mine[:len(TRAIN_CATEGORIES)].sum(), mine[-1]]), MAX, "control")
-    by_cat = {c: float(v) / epochs_run for c, v in zip(TRAIN_CATEGORIES, mean.tolist()) if v}
+    mx = comm.allreduce(torch.stack([mine[:n].sum(), mine[n:].sum()]), MAX, "control")
+    by_cat = {c: float(v) / epochs_run for c, v in zip(TRAIN_CATEGORIES, mean[:n].tolist()) if v}
     phases = phases or PhasePeaks()
     rss = comm.allreduce(torch.tensor([phases.overall(), *phases.vector()], dtype=torch.float64), MAX, "control")
     result = {
@@ -175,9 +176,10 @@ def build_result(cfg: TrainConfig, comm: Comm, st: LoopState, dataset: str, metr
         "train_bytes_per_rank_per_epoch_by_category": by_cat,
         "train_bytes_by_category": st.train_bytes,  # this rank (rank 0), whole run
         # measured seconds inside training's communication calls per epoch (waits for slower ranks included)
-        "comm_time_s_per_epoch": float(mean[-1]) / epochs_run, "comm_time_s_per_epoch_max": float(mx[1]) / epochs_run,
+        "comm_time_s_per_epoch": float(mean[n:].sum()) / epochs_run,
+        "comm_time_s_per_epoch_max": float(mx[1]) / epochs_run,
         "comm_time_s_per_epoch_by_category": {c: float(v) / epochs_run for c, v in zip(
-            TRAIN_CATEGORIES, mean[len(TRAIN_CATEGORIES):-1].tolist()) if v},
+            TRAIN_CATEGORIES, mean[n:].tolist()) if v},
         "train_rounds_per_epoch": st.train_rounds / epochs_run,  # rank 0's
         "eval_bytes_total": comm.counter.bytes.get("eval", 0),
         "epoch_time_s_median": statistics.median(st.epoch_times) if st.epoch_times else 0.0,
