@@ -2,8 +2,13 @@
 """The comparison benchmark: every method on one graph, side by side.
 
 Runs registered methods (grappa.train.registry; by default its
-BENCH_DEFAULT, `--methods all` every one) with the same model, epochs and
-seeds. Each method brings what the benchmark needs to know of it: its
+BENCH_DEFAULT, `--methods all` every one) with the same model, budget and
+seeds. `--budget epochs=N|seconds=S` (default: the preset's) gives every
+method the same budget in its own terms (``Method.budget_flags``: N rounds
+of every RETEXO stage, N averaging periods, N LLCG rounds, N epochs for the
+rest; or the same S seconds of training and evaluation to each), and the
+table flags a run whose best validation is one of its last two evaluations
+as "not converged": its number is a floor. Each method brings what the benchmark needs to know of it: its
 partition (made once, reused), its benchmark flags (``Method.bench_flags``,
 replaced for a family by `--method-args FAMILY=FLAGS`: see --help), the
 variants it adds (the averaging methods' `--drop-parts D`: D of P + D parts
@@ -15,16 +20,22 @@ never trained) and its own summary keys and analysis lines. Writes, in --out:
     bytes_per_epoch.png    training bytes per rank per epoch (log scale)
 
     python bench/compare.py --preset cora --ranks 4 --out bench_results/cora
+    python bench/compare.py --preset cora --ranks 4 --methods all --budget seconds=20 --out bench_results/cora-20s
+    python bench/compare.py --preset hetero --ranks 2 --methods centralized halo grappa --out bench_results/hetero
     python bench/compare.py --preset sbm --ranks 4 --methods all --out bench_results/sbm
     python bench/compare.py --raw work_data/mygraph --ranks 8 --out bench_results/mine -- --model sage --epochs 100
     python bench/compare.py --preset cora --method-args FAMILY="FLAGS" --out DIR   # the families: --help
     python bench/compare.py --preset cora --ranks 4 --nodes 2 --network shm,1gbit,wan --out DIR   # network_compare.py
 
-Presets: cora (the shipped Cora; GCN, 100 epochs), sbm (a generated SBM
-with 200k nodes and 2.4M edges; GCN hidden 64, 50 epochs) and sbm-sparse
+Presets: cora (the shipped Cora; GCN, budget epochs=200), sbm (a generated
+SBM with 200k nodes and 2.4M edges; GCN hidden 64, epochs=50), sbm-sparse
 (30k nodes, average degree 8, homophily 0.45, weak features; SAGE hidden 64,
-100 epochs). Arguments after
-`--` go to every grappa-train run (and override the preset's). Epoch-time
+epochs=100) and hetero (the heterophilous benchmark's recipe: 5 residual
+GCN blocks with layer norm, hidden 512, dropout 0.2, Adam lr 3e-5, 1000
+steps, ROC-AUC; on a generated 3,000-node two-class SBM, 20% positive,
+homophily 0.2, weak features). Arguments after `--` go to every grappa-train
+run (and override the preset's; an `--epochs` there replaces the preset's
+budget, as before budgets existed). Epoch-time
 ratios are measured within one invocation: compare them, not absolute times
 across machines.
 """
@@ -46,17 +57,26 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = {
     "cora": {"train": ["--model", "gcn", "--hidden", "16", "--layers", "2", "--dropout", "0.5", "--lr", "0.01",
-                       "--weight-decay", "5e-4", "--epochs", "100", "--eval-every", "5"]},
+                       "--weight-decay", "5e-4", "--eval-every", "5"], "budget": "epochs=200"},
     "sbm": {"train": ["--model", "gcn", "--hidden", "64", "--layers", "2", "--dropout", "0.5", "--lr", "0.01",
-                      "--weight-decay", "5e-4", "--epochs", "50", "--eval-every", "5"],
+                      "--weight-decay", "5e-4", "--eval-every", "5"], "budget": "epochs=50",
             "generate": ["sbm", "--num-nodes", "200000", "--avg-degree", "12", "--homophily", "0.6",
                          "--num-features", "32", "--num-classes", "8", "--seed", "0"]},
     # sparse, low homophily, weak features: the neighbourhood decides the label
     "sbm-sparse": {"train": ["--model", "sage", "--hidden", "64", "--layers", "2", "--dropout", "0.5", "--lr", "0.01",
-                             "--weight-decay", "5e-4", "--epochs", "100", "--eval-every", "5"],
+                             "--weight-decay", "5e-4", "--eval-every", "5"], "budget": "epochs=100",
                    "generate": ["sbm", "--num-nodes", "30000", "--avg-degree", "8", "--homophily", "0.45",
                                 "--num-features", "32", "--feature-signal", "0.1", "--num-classes", "8",
                                 "--seed", "0"]},
+    # the heterophilous benchmark's recipe (Platonov et al., ICLR 2023; tolokers, questions, minesweeper):
+    # 5 residual blocks with layer norm, hidden 512, dropout 0.2, Adam lr 3e-5, no weight decay, 1000 full-graph
+    # steps, ROC-AUC on two classes; on a generated imbalanced (20% positive), low-homophily, weak-feature SBM
+    "hetero": {"train": ["--model", "gcn", "--hidden", "512", "--layers", "5", "--residual", "--norm", "layer",
+                         "--dropout", "0.2", "--lr", "3e-5", "--weight-decay", "0", "--eval-every", "20"],
+               "budget": "epochs=1000",
+               "generate": ["sbm", "--num-nodes", "3000", "--avg-degree", "8", "--homophily", "0.2",
+                            "--num-features", "32", "--feature-signal", "0.2", "--num-classes", "2",
+                            "--positive-fraction", "0.2", "--seed", "0"]},
 }
 
 
@@ -101,11 +121,19 @@ def curve(run_dir: Path) -> list[tuple[float, float]]:
     return [(r["elapsed_s"], r["test_metric"]) for r in rows if "test_metric" in r]
 
 
+def converged(run_dir: Path, result: dict) -> bool:
+    """False when the best validation is one of the run's last two evaluations:
+    it was still improving, so its test metric is a floor, not its accuracy."""
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    last_two = [r["epoch"] for r in rows if "val_metric" in r][-2:]
+    return result["best_epoch"] not in last_two
+
+
 def time_to(points: list[tuple[float, float]], target: float) -> float | None:
     return next((t for t, m in points if m >= target), None)
 
 
-def summarize(name: str, runs: list[dict], curves: list[list], target: float) -> dict:
+def summarize(name: str, runs: list[dict], curves: list[list], target: float, converge: list[bool]) -> dict:
     tests = [r["test_metric"] for r in runs]
     reach = [time_to(c, target) for c in curves]
     cats = sorted({c for r in runs for c in r["train_bytes_per_rank_per_epoch_by_category"]})
@@ -115,6 +143,9 @@ def summarize(name: str, runs: list[dict], curves: list[list], target: float) ->
         "epoch_time_s_median": statistics.median(r["epoch_time_s_median"] for r in runs),
         "time_to_98pct_s_median": statistics.median(reach) if all(t is not None for t in reach) else None,
         "seeds_reaching_98pct": sum(t is not None for t in reach),
+        "not_converged_seeds": sum(not c for c in converge),
+        "elapsed_s_median": statistics.median(r.get("elapsed_s", 0.0) for r in runs),
+        "epochs_run_median": statistics.median(r["epochs_run"] for r in runs),
         "train_bytes_per_rank_per_epoch": statistics.mean(r["train_bytes_per_rank_per_epoch"] for r in runs),
         "train_bytes_per_rank_per_epoch_by_category": {
             c: statistics.mean(r["train_bytes_per_rank_per_epoch_by_category"].get(c, 0.0) for r in runs)
@@ -159,16 +190,20 @@ def table(summary: dict, metric: str) -> str:
 
     ref = resolve(REFERENCE).label
     ref_t = summary[ref]["epoch_time_s_median"] if ref in summary else None
-    lines = [f"| method | ranks | test {metric} (mean ± std) | epoch time (median) | vs {ref} | time to 98% of "
-             "centralized | train bytes / rank / epoch | by category | peak RSS / rank |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
+    lines = [f"| method | ranks | test {metric} (mean ± std) | converged | epochs (median) | training + evaluation "
+             f"| epoch time (median) | vs {ref} | time to 98% of centralized | train bytes / rank / epoch | "
+             "by category | peak RSS / rank |",
+             "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
     for name, s in summary.items():
         reach = (f"{s['time_to_98pct_s_median']:.1f} s" if s["time_to_98pct_s_median"] is not None
                  else f"not reached ({s['seeds_reaching_98pct']}/{len(s['seeds'])} seeds)")
         ratio = f"{s['epoch_time_s_median'] / ref_t:.2f}x" if ref_t else "-"
         cats = ", ".join(f"{c.removeprefix('train_')} {fmt_bytes(v)}"
                          for c, v in s["train_bytes_per_rank_per_epoch_by_category"].items()) or "-"
+        bad = s.get("not_converged_seeds", 0)
+        conv = f"**not converged** ({bad}/{len(s['seeds'])} seeds)" if bad else "yes"
         lines.append(f"| {name} | {s['world_size']} | {100 * s['test_mean']:.2f} ± {100 * s['test_std']:.2f} | "
+                     f"{conv} | {s.get('epochs_run_median', 0):.0f} | {s.get('elapsed_s_median', 0.0):.1f} s | "
                      f"{1000 * s['epoch_time_s_median']:.1f} ms | {ratio} | {reach} | "
                      f"{fmt_bytes(s['train_bytes_per_rank_per_epoch'])} | {cats} | "
                      f"{s['peak_rss_mb_per_rank_max']:.0f} MB |")
@@ -226,6 +261,9 @@ def report(a, raw: Path, summary: dict, pred: dict, metric: str, wall: float, tr
              f"P = {a.ranks}", "",
              f"Command: `python bench/compare.py {' '.join(sys.argv[1:])}`  ",
              f"Training arguments: `{' '.join(train_args)}`; seeds {a.seeds}; "
+             + (f"budget {a.budget[0]}={a.budget[1]:g}, each method's own terms: " + "; ".join(
+                 f"{c.label} `{' '.join(c.budget_flags(*a.budget, a.layers))}`" for c in _run_classes(a)) + "; "
+                if a.budget else "")
              + "; ".join(f"{c.label}: `{' '.join(c.bench_flags)}`" for c in METHODS.values() if c.bench_flags)
              + f"; random partitions: K = {a.chunks_per_rank * a.ranks}; METIS: K = {a.ranks}.  ",
              f"Machine: {os.cpu_count()} cores; total benchmark time {wall:.0f} s.", "",
@@ -237,6 +275,11 @@ def report(a, raw: Path, summary: dict, pred: dict, metric: str, wall: float, tr
         analysis += [f"- {name}: test {metric} {100 * (s['test_mean'] - c['test_mean']):+.2f} points against "
                      "centralized." for name, s in summary.items() if name != "centralized"]
     return "\n".join(lines + (["## Analysis", "", *analysis, ""] if analysis else []))
+
+
+def _run_classes(a) -> list:
+    """The method classes of the runs asked for, each once."""
+    return list(dict.fromkeys(cls for _, _, cls, _ in method_runs(a)))
 
 
 def _drop(flags: list[str]) -> int:
@@ -259,6 +302,8 @@ def method_runs(a) -> list[tuple[str, str, type, list[str]]]:
         cls = METHODS[name]
         flags = given[cls.family()].split() if cls.family() in given else list(cls.bench_flags)
         flags = _own_flags(cls, flags) + [_flag(k, v) for k, v in cls.defaults.items()]
+        if a.budget:  # after the training arguments: it replaces their --epochs
+            flags += cls.budget_flags(*a.budget, a.layers)
         runs += [(run_id, label, cls, f) for run_id, label, f in cls.bench_runs(flags, a.drop_parts)]
     return runs
 
@@ -283,7 +328,8 @@ def _families() -> dict[str, str]:
     """Family -> its benchmark flags, for --help."""
     from grappa.train.registry import METHODS
 
-    return {c.family(): " ".join(c.bench_flags) for c in METHODS.values() if c.bench_flags}
+    return {c.family(): " ".join(c.bench_flags) or "(its defaults)" for c in METHODS.values()
+            if c.bench_family or c.bench_flags}
 
 
 def _method_args(text: str) -> tuple[str, str]:
@@ -323,6 +369,33 @@ def make_plans(a, raw: Path, work: Path, out: Path, train_args: list[str]):
     return datasets, plans
 
 
+def _budget(text: str) -> tuple[str, float]:
+    kind, sep, value = text.partition("=")
+    try:
+        v = float(value)
+    except ValueError:
+        v = float("nan")
+    if not sep or kind not in ("epochs", "seconds") or not 0 < v < float("inf") or (kind == "epochs" and v % 1):
+        raise argparse.ArgumentTypeError(f"{text!r}: give epochs=N (a whole number, each method's own epochs: "
+                                         "rounds, averaging periods, rounds per stage) or seconds=S")
+    return kind, v
+
+
+def resolve_budget(a, extra: list[str], p: argparse.ArgumentParser) -> tuple[str, float] | None:
+    """--budget, else the preset's unless the arguments after -- set --epochs (they did before budgets)."""
+    if a.budget and {"--epochs", "--time-budget"} & set(extra):
+        p.error("--budget sets every method's --epochs and --time-budget: drop them after --")
+    if a.budget or not a.preset or "--epochs" in extra or "--time-budget" in extra:
+        return a.budget
+    return _budget(PRESETS[a.preset]["budget"])
+
+
+def _layers(train_args: list[str]) -> int:
+    """--layers of the training arguments (the last one given), for the budgets counted per layer."""
+    idx = [i for i, t in enumerate(train_args) if t == "--layers"]
+    return int(train_args[idx[-1] + 1]) if idx else 2
+
+
 def _profiles(text: str) -> list[str]:
     from grappa.emulated_cluster import PROFILES
 
@@ -347,6 +420,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method-args", type=_method_args, action="append", default=[], metavar="FAMILY=FLAGS",
                    help="flags for a family of methods instead of its benchmark flags (repeatable): "
                         + "; ".join(f"{f}: {a!r}" for f, a in _families().items()))
+    p.add_argument("--budget", type=_budget, metavar="epochs=N|seconds=S",
+                   help="every method's budget in its own terms (Method.budget_flags): epochs=N gives N epochs as the "
+                        "method counts them (RETEXO: N rounds of every stage; averaging: N periods of 5 local steps; "
+                        "LLCG: N rounds), seconds=S the same S seconds of training and evaluation to each (RETEXO: "
+                        "S / layers a stage). Default: the preset's")
     p.add_argument("--drop-parts", type=int, default=0,
                    help="also run each averaging method with this many of P + D parts never trained")
     p.add_argument("--chunks-per-rank", type=int, default=4, help="K = this x P for the methods on random chunks")
@@ -373,6 +451,7 @@ def main(argv=None) -> None:
         p.error(f"--nodes {a.nodes}: give 2 to min(8, --ranks) nodes that divide --ranks {a.ranks}")
     t0 = time.perf_counter()
     train_args = (PRESETS[a.preset]["train"] if a.preset else []) + extra
+    a.budget, a.layers = resolve_budget(a, extra, p), _layers(train_args)
     work, out = Path(a.work), Path(a.out)
     raw = prepare_raw(a)
     datasets, plans = make_plans(a, raw, work, out, train_args)
@@ -421,14 +500,16 @@ def run_plan(a, out: Path, distributed: bool, plan: list[dict], launch: list[str
 
 def summaries(plans: dict) -> tuple[dict, dict, dict, float]:
     """Per-method summaries of the finished runs, their results and curves, and centralized's mean."""
-    results, curves = {}, {}
+    results, curves, conv = {}, {}, {}
     for r in plans[False] + plans[True]:
-        results.setdefault(r["method"], []).append(json.loads((Path(r["out"]) / "result.json").read_text()))
+        res = json.loads((Path(r["out"]) / "result.json").read_text())
+        results.setdefault(r["method"], []).append(res)
         curves.setdefault(r["method"], []).append(curve(Path(r["out"])))
+        conv.setdefault(r["method"], []).append(converged(Path(r["out"]), res))
     # 98% of centralized accuracy (of the best method when centralized was not run)
     central = max(statistics.mean(r["test_metric"] for r in rs) for n, rs in results.items()
                   if n == "centralized" or "centralized" not in results)
-    summary = {n: summarize(n, results[n], curves[n], 0.98 * central) for n in results}
+    summary = {n: summarize(n, results[n], curves[n], 0.98 * central, conv[n]) for n in results}
     return summary, results, curves, central
 
 

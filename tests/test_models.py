@@ -20,6 +20,68 @@ def test_layerwise_inference_equals_full_forward(cora, name, layers):
     torch.testing.assert_close(lw, full, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("name", ["gcn", "sage", "gat"])
+@pytest.mark.parametrize("residual,norm", [(True, "layer"), (False, "batch"), (True, "none")])
+def test_benchmark_blocks_layerwise_and_sampled_equal_the_full_forward(cora, name, residual, norm):
+    """--residual/--norm: the blocks' exact layer-wise inference and a full-fan-out
+    sampled step (layers trimmed to their targets; mean and attention) give the
+    full forward's rows."""
+    from grappa.models import sampled_forward
+    from grappa.sampling import NeighborSampler
+
+    torch.manual_seed(0)
+    model = build_model(name, cora.info.num_features, 16, cora.info.num_classes, 3, heads=2, residual=residual,
+                        norm=norm).eval()
+    assert not model.streams and model.blocks.residual == residual
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.BatchNorm1d):
+            mod.running_mean.uniform_(-0.5, 0.5)
+    with torch.no_grad():
+        full = model(cora.x, cora.edge_index)
+        lw = layerwise_inference(model, cora.x, cora.csr, batch_size=500)
+        seeds = torch.arange(0, 2708, 97).numpy()
+        sub = NeighborSampler(cora.csr, [-1, -1, -1], 0).sample(seeds)
+        sampled = sampled_forward(model, cora.x[torch.from_numpy(sub.nodes)], sub)
+    torch.testing.assert_close(lw, full, atol=1e-5, rtol=1e-4)
+    if name != "gcn":  # a sample's GCN weights use its own degrees (the outer hop's are partial)
+        torch.testing.assert_close(sampled, full[torch.from_numpy(seeds)], atol=1e-5, rtol=1e-4)
+
+
+def test_residual_block_passes_its_input_through_when_its_conv_is_silent():
+    """h + dropout(ReLU(conv(norm(h)))): with every conv zero the output is the
+    output projection of the last norm of the input projection, whatever the edges."""
+    torch.manual_seed(0)
+    x, ei = torch.randn(30, 8), torch.randint(0, 30, (2, 90))
+    for residual in (True, False):
+        m = build_model("sage", 8, 12, 3, 2, 0.0, residual=residual, norm="layer").eval()
+        with torch.no_grad():
+            for conv in m.convs:
+                for q in conv.parameters():
+                    q.zero_()
+            got = m(x, ei)
+            h = torch.relu(m.input_lin(x)) if residual else torch.zeros(30, 12)
+            want = m.output_lin(m.norms[-1](h))
+        torch.testing.assert_close(got, want)
+    assert sum(q.numel() for q in m.parameters()) == 8 * 12 + 12 + 2 * (2 * 12 * 12 + 12) + 3 * 2 * 12 + 12 * 3 + 3
+
+
+def test_blocks_refused_by_a_model_that_cannot_take_them():
+    from grappa.models import MODELS
+
+    class Plain(torch.nn.Module):
+        def __init__(self, in_dim, hidden, out_dim, num_layers=2, dropout=0.5):
+            super().__init__()
+            self.lin = torch.nn.Linear(in_dim, out_dim)
+
+    MODELS["plain-test"] = Plain
+    try:
+        with pytest.raises(ValueError, match="does not take --residual or --norm"):
+            build_model("plain-test", 4, 8, 2, residual=True)
+        assert isinstance(build_model("plain-test", 4, 8, 2), Plain)
+    finally:
+        del MODELS["plain-test"]
+
+
 def test_plain_pyg_model_plugs_in(cora):
     from torch_geometric.nn import GraphConv
 

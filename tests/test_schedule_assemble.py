@@ -144,28 +144,31 @@ def torch_equal(a, b) -> bool:
     return a.dtype == b.dtype and bool((a == b).all())
 
 
-EVAL_CASES = [("gcn", 2), ("sage", 3), ("gat", 2), ("gin", 2)]
+# MODEL:LAYERS[:BLOCKS] (tests/mpi/eval_check.py): the benchmark blocks take the layer-by-layer path
+EVAL_CASES = ["gcn:2", "sage:3", "gat:2", "gin:2", "gcn:2:residual+layer", "sage:2:batch", "gat:2:residual+layer"]
 
 
 @pytest.fixture(scope="module")
 def eval_checks(cora_dir, cora_k8, tmp_path_factory):
     """Every case in one 4-rank launch (start-up, not the check, is what costs)."""
     out = tmp_path_factory.mktemp("eval")
-    r = run_mpi(4, ROOT / "tests/mpi/eval_check.py", cora_k8, cora_dir, out, *(f"{m}:{n}" for m, n in EVAL_CASES))
+    r = run_mpi(4, ROOT / "tests/mpi/eval_check.py", cora_k8, cora_dir, out, *EVAL_CASES)
     assert r.returncode == 0, r.stderr
     return out
 
 
-@pytest.mark.parametrize("model,layers", EVAL_CASES)
-def test_distributed_eval_equals_centralized(eval_checks, model, layers):
+@pytest.mark.parametrize("case", EVAL_CASES)
+def test_distributed_eval_equals_centralized(eval_checks, case):
     import json
 
-    rows = [json.loads((eval_checks / f"{model}-{layers}" / f"rank{i}.json").read_text()) for i in range(4)]
+    model, _, *blocks = case.split(":")
+    rows = [json.loads((eval_checks / case.replace(":", "-") / f"rank{i}.json").read_text()) for i in range(4)]
     assert sum(row["nodes"] for row in rows) == 2708
     assert max(row["max_abs_err"] for row in rows) < 1e-4
     assert all(row["eval_bytes"] > 0 for row in rows)
-    assert rows[0]["streams"] == (model in ("gcn", "sage"))  # both paths are checked
-    if model in ("gcn", "sage"):  # run first: the streamed path never builds the int64 [2, E] edge list
+    streams = model in ("gcn", "sage") and not blocks
+    assert rows[0]["streams"] == streams  # both paths are checked
+    if streams:  # run first: the streamed path never builds the int64 [2, E] edge list
         assert not any(row["edge_index_built"] for row in rows)
 
 

@@ -11,6 +11,7 @@ import sys
 import tempfile
 import warnings
 import weakref
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -99,15 +100,71 @@ class NonzeroCache:
         return self._last[2]
 
 
-class LayerwiseGNN(nn.Module):
-    """L message-passing layers with ReLU + dropout in between."""
+NORMS = ("none", "layer", "batch")
 
-    def __init__(self, convs: list[nn.Module], dropout: float, input_dropout: float | None = None):
+
+def make_norm(kind: str, width: int) -> nn.Module:
+    """``--norm``: LayerNorm normalises each node alone (no statistics shared
+    between nodes, so nothing to exchange); BatchNorm1d over the rows a
+    layer sees (each rank's own in training, running statistics averaged
+    over the ranks before evaluation: ``sync_norm_statistics``)."""
+    return {"layer": nn.LayerNorm, "batch": nn.BatchNorm1d}[kind](width)
+
+
+@dataclass
+class Blocks:
+    """The heterophilous benchmark's GNN blocks (Platonov et al., ICLR 2023):
+    an input projection to ``hidden``, then per layer
+    ``h = h + dropout(ReLU(conv(norm(h))))`` (the ``+ h`` only with
+    ``residual``), then a last norm and an output projection to the classes.
+
+    Args:
+        in_dim, hidden, out_dim (int): feature, hidden and class widths.
+        residual (bool): add each block's input to its output (default False).
+        norm (str): ``none`` | ``layer`` | ``batch`` before each conv (default ``none``).
+    """
+
+    in_dim: int
+    hidden: int
+    out_dim: int
+    residual: bool = False
+    norm: str = "none"
+
+    def __post_init__(self):
+        if self.norm not in NORMS:
+            raise ValueError(f"unknown norm {self.norm!r}; choose one of {', '.join(NORMS)}")
+
+
+def blocks_of(in_dim: int, hidden: int, out_dim: int, residual: bool, norm: str) -> Blocks | None:
+    """The ``Blocks`` a model with these flags is made of; None: the plain layers."""
+    return Blocks(in_dim, hidden, out_dim, residual, norm) if residual or norm != "none" else None
+
+
+def conv_dims(in_dim: int, hidden: int, out_dim: int, num_layers: int, blocks: bool) -> list[int]:
+    """Widths between the convs: in -> hidden ... -> out, or hidden throughout
+    in blocks (the projections at both ends change the width)."""
+    return [hidden] * (num_layers + 1) if blocks else [in_dim] + [hidden] * (num_layers - 1) + [out_dim]
+
+
+class LayerwiseGNN(nn.Module):
+    """L message-passing layers with ReLU + dropout in between; with
+    ``blocks`` (``--residual``, ``--norm``) the benchmark blocks of ``Blocks``.
+    The convs of a block model run hidden -> hidden (``conv_dims``)."""
+
+    def __init__(self, convs: list[nn.Module], dropout: float, input_dropout: float | None = None,
+                 blocks: Blocks | None = None):
         super().__init__()
         self.convs = nn.ModuleList(convs)
         self.dropout = dropout
         self.input_dropout = dropout if input_dropout is None else input_dropout
         self._input_nonzero = NonzeroCache()
+        self.blocks = blocks
+        if blocks is not None:
+            b, L = blocks, len(convs)
+            self.input_lin, self.output_lin = nn.Linear(b.in_dim, b.hidden), nn.Linear(b.hidden, b.out_dim)
+            self.norms = nn.ModuleList(make_norm(b.norm, b.hidden) for _ in range(L + 1)) if b.norm != "none" \
+                else None
+            self.streams = False  # the norm and the residual sit between the sum and the next layer
 
     @property
     def num_layers(self) -> int:
@@ -123,8 +180,11 @@ class LayerwiseGNN(nn.Module):
         return edge_index, None
 
     def input(self, x):
-        """What happens to the features before layer 0 (input dropout)."""
+        """What happens to the features before layer 0 (input dropout; blocks:
+        the input projection). Per node, so a rank may apply it to any rows."""
         x = as_float(x)
+        if self.blocks is not None:
+            return dropout(F.relu(self.input_lin(x)), self.dropout, self.training)
         if not self.training or self.input_dropout == 0.0:
             return x
         return dropout(x, self.input_dropout, True, nonzero=self._input_nonzero(x))
@@ -167,15 +227,26 @@ class LayerwiseGNN(nn.Module):
 
     def layer(self, i: int, x, edge_index, edge_weight=None, targets: int | None = None):
         x = as_float(x)
+        h = x if self.blocks is None or self.norms is None else self.norms[i](x)
         if targets is None:
-            x = self._conv(i, x, edge_index, edge_weight)
+            h = self._conv(i, h, edge_index, edge_weight)
         else:
-            x = self._conv_targets(i, x, edge_index, targets)
-        return self.activate(i, x)
+            h = self._conv_targets(i, h, edge_index, targets)
+        return self.activate(i, h) if self.blocks is None else self._block_end(i, h, x)
 
     def activate(self, i: int, x):
         """What follows conv i: ReLU and dropout between layers."""
         return dropout(F.relu(x), self.dropout, self.training) if i < self.num_layers - 1 else x
+
+    def _block_end(self, i: int, h, x):
+        """A block's activation, dropout and residual (the conv's output rows are
+        the leading rows of its input); after the last, norm and output projection."""
+        h = dropout(F.relu(h), self.dropout, self.training)
+        if self.blocks.residual:
+            h = h + x[: h.size(0)]
+        if i < self.num_layers - 1:
+            return h
+        return self.output_lin(h if self.norms is None else self.norms[-1](h))
 
     # Models whose conv i is combine(i, (sum over in-edges (u, v) of w_uv * x_u) @ W_i^T, x_v), W_i =
     # source_weight(i) (None: no projection): the distributed evaluator then aggregates the halo rows one
@@ -311,9 +382,11 @@ class GCN(SparseAdjacencyMixin, LayerwiseGNN):
 
     computes_targets_only = True
 
-    def __init__(self, in_dim, hidden, out_dim, num_layers=2, dropout=0.5):
-        dims = [in_dim] + [hidden] * (num_layers - 1) + [out_dim]
-        super().__init__([GCNConv(dims[i], dims[i + 1], normalize=False) for i in range(num_layers)], dropout)
+    def __init__(self, in_dim, hidden, out_dim, num_layers=2, dropout=0.5, residual=False, norm="none"):
+        b = blocks_of(in_dim, hidden, out_dim, residual, norm)
+        dims = conv_dims(in_dim, hidden, out_dim, num_layers, b is not None)
+        super().__init__([GCNConv(dims[i], dims[i + 1], normalize=False) for i in range(num_layers)], dropout,
+                         blocks=b)
 
     def prepare(self, edge_index, num_nodes):
         return gcn_norm(edge_index, None, num_nodes, add_self_loops=True)
@@ -359,9 +432,10 @@ class SAGE(SparseAdjacencyMixin, LayerwiseGNN):
     computes_targets_only = True
     streams = True  # mean aggregation, root weight, no projection or normalisation (SAGEConv's defaults)
 
-    def __init__(self, in_dim, hidden, out_dim, num_layers=2, dropout=0.5):
-        dims = [in_dim] + [hidden] * (num_layers - 1) + [out_dim]
-        super().__init__([SAGEConv(dims[i], dims[i + 1]) for i in range(num_layers)], dropout)
+    def __init__(self, in_dim, hidden, out_dim, num_layers=2, dropout=0.5, residual=False, norm="none"):
+        b = blocks_of(in_dim, hidden, out_dim, residual, norm)
+        dims = conv_dims(in_dim, hidden, out_dim, num_layers, b is not None)
+        super().__init__([SAGEConv(dims[i], dims[i + 1]) for i in range(num_layers)], dropout, blocks=b)
 
     def _conv(self, i, x, edge_index, edge_weight):
         if edge_index.layout == torch.strided:  # an edge list (layer-wise inference): PyG's conv
@@ -391,11 +465,17 @@ class SAGE(SparseAdjacencyMixin, LayerwiseGNN):
 @register_model("gat")
 class GAT(LayerwiseGNN):
     """GAT with ``heads`` attention heads (concatenated) in hidden layers and a
-    single averaged head at the output, as in Velickovic et al."""
+    single averaged head at the output, as in Velickovic et al. In blocks
+    (``--residual``, ``--norm``) every conv averages its heads, hidden wide."""
 
     takes_heads = True  # build_model passes --heads
 
-    def __init__(self, in_dim, hidden, out_dim, num_layers=2, dropout=0.6, heads=8):
+    def __init__(self, in_dim, hidden, out_dim, num_layers=2, dropout=0.6, heads=8, residual=False, norm="none"):
+        b = blocks_of(in_dim, hidden, out_dim, residual, norm)
+        if b is not None:
+            convs = [GATConv(hidden, hidden, heads=heads, concat=False, dropout=dropout) for _ in range(num_layers)]
+            super().__init__(convs, dropout, blocks=b)
+            return
         convs = []
         d = in_dim
         for _ in range(num_layers - 1):
@@ -409,22 +489,25 @@ class GAT(LayerwiseGNN):
 class GIN(SparseAdjacencyMixin, LayerwiseGNN):
     computes_targets_only = True
 
-    def __init__(self, in_dim, hidden, out_dim, num_layers=2, dropout=0.5):
-        dims = [in_dim] + [hidden] * (num_layers - 1) + [out_dim]
+    def __init__(self, in_dim, hidden, out_dim, num_layers=2, dropout=0.5, residual=False, norm="none"):
+        blocks = blocks_of(in_dim, hidden, out_dim, residual, norm)
+        dims = conv_dims(in_dim, hidden, out_dim, num_layers, blocks is not None)
 
         def mlp(a, b):
             return nn.Sequential(nn.Linear(a, hidden), nn.ReLU(), nn.Linear(hidden, b))
 
-        super().__init__([GINConv(mlp(dims[i], dims[i + 1]), train_eps=True) for i in range(num_layers)], dropout)
+        super().__init__([GINConv(mlp(dims[i], dims[i + 1]), train_eps=True) for i in range(num_layers)], dropout,
+                         blocks=blocks)
 
 
 @register_model("mlp")
 class MLP(LayerwiseGNN):
     """Ignores the graph: the baseline that shows whether the graph matters."""
 
-    def __init__(self, in_dim, hidden, out_dim, num_layers=2, dropout=0.5):
-        dims = [in_dim] + [hidden] * (num_layers - 1) + [out_dim]
-        super().__init__([nn.Linear(dims[i], dims[i + 1]) for i in range(num_layers)], dropout)
+    def __init__(self, in_dim, hidden, out_dim, num_layers=2, dropout=0.5, residual=False, norm="none"):
+        b = blocks_of(in_dim, hidden, out_dim, residual, norm)
+        dims = conv_dims(in_dim, hidden, out_dim, num_layers, b is not None)
+        super().__init__([nn.Linear(dims[i], dims[i + 1]) for i in range(num_layers)], dropout, blocks=b)
 
     computes_targets_only = True
 
@@ -465,12 +548,22 @@ def graph_args(model: nn.Module, edge_index: torch.Tensor, num_nodes: int) -> tu
 
 
 def build_model(name: str, in_dim: int, hidden: int, out_dim: int, num_layers: int = 2,
-                dropout: float = 0.5, heads: int = 8) -> nn.Module:
+                dropout: float = 0.5, heads: int = 8, residual: bool = False, norm: str = "none") -> nn.Module:
+    """``--residual``/``--norm`` reach the model only when given: a plugin model
+    without them still builds, and one asked for them says it cannot."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
     cls = MODELS[name]
-    model = cls(in_dim, hidden, out_dim, num_layers, dropout, heads) if getattr(cls, "takes_heads", False) else \
-        cls(in_dim, hidden, out_dim, num_layers, dropout)
+    blocks = {"residual": residual, "norm": norm} if residual or norm != "none" else {}
+    if blocks and not issubclass(cls, LayerwiseGNN):
+        raise ValueError(f"--model {name} does not take --residual or --norm (not a LayerwiseGNN)")
+    try:
+        model = cls(in_dim, hidden, out_dim, num_layers, dropout, heads, **blocks) \
+            if getattr(cls, "takes_heads", False) else cls(in_dim, hidden, out_dim, num_layers, dropout, **blocks)
+    except TypeError:
+        if not blocks:
+            raise
+        raise ValueError(f"--model {name} does not take --residual or --norm") from None
     remove_generated_sources(model)
     return model
 
@@ -516,7 +609,7 @@ def layerwise_inference(model: nn.Module, x: torch.Tensor, csr: CSR, batch_size:
     indptr = np.zeros(n + 1, np.int64)
     np.cumsum(np.bincount(full_ei[1].numpy(), minlength=n), out=indptr[1:])
     prepared = CSR(indptr, src_sorted)
-    h = x
+    h = model.input(x)  # eval mode: the features as they are, or the blocks' input projection
     for i in range(model.num_layers):
         outs = []
         for lo in range(0, n, batch_size):

@@ -2,9 +2,11 @@
 centralized full-graph forward of the same model, node for node, also when a
 streaming model (GCN, SAGE) receives its halo rows in blocks of 37.
 
-    mpirun -np P python tests/mpi/eval_check.py DATASET RAW_GRAPH OUT_DIR MODEL:LAYERS [MODEL:LAYERS ...]
+    mpirun -np P python tests/mpi/eval_check.py DATASET RAW_GRAPH OUT_DIR MODEL:LAYERS[:BLOCKS] ...
 
-Each case writes OUT_DIR/MODEL-LAYERS/rank<R>.json.
+BLOCKS: "residual", a norm ("layer", "batch") or both ("residual+layer"):
+the benchmark blocks of grappa.models.Blocks. Each case writes
+OUT_DIR/MODEL-LAYERS[-BLOCKS]/rank<R>.json.
 """
 import json
 import os
@@ -32,9 +34,17 @@ shard_plan = HaloPlan.from_shards(comm, lean, owner_of_chunks(sets, m["num_chunk
                                   ShardRows(dataset, m, edge_block=100))
 g = load_graph(raw)
 for case in sys.argv[4:]:
-    model_name, layers = case.split(":")
+    model_name, layers, *blocks = case.split(":")
+    parts = blocks[0].split("+") if blocks else []
+    norm = next((p for p in parts if p != "residual"), "none")
     torch.manual_seed(0)
-    model = build_model(model_name, m["num_features"], 16, m["num_classes"], int(layers), heads=2).eval()
+    model = build_model(model_name, m["num_features"], 16, m["num_classes"], int(layers), heads=2,
+                        residual="residual" in parts, norm=norm).eval()
+    for mod in model.modules():  # batch norm: statistics that are not the identity
+        if isinstance(mod, torch.nn.BatchNorm1d):
+            mod.running_mean.uniform_(-0.5, 0.5)
+            mod.running_var.uniform_(0.5, 2.0)
+    name = "-".join([model_name, layers, *blocks])
     before = comm.counter.bytes["eval"]
     dist_logits = DistributedEvaluator(plan, local.x[: local.num_owned]).logits(model)
     with torch.no_grad():
@@ -44,8 +54,8 @@ for case in sys.argv[4:]:
     if model.streams:  # from the shards (streamed 100 in-edges at a time), in blocks of 37 rows
         streamed = DistributedEvaluator(shard_plan, lean.x[: lean.num_owned], block_rows=37).logits(model)
         err = max(err, float((streamed - ref).abs().max()))
-    os.makedirs(f"{out}/{model_name}-{layers}", exist_ok=True)
-    with open(f"{out}/{model_name}-{layers}/rank{comm.rank}.json", "w") as f:
+    os.makedirs(f"{out}/{name}", exist_ok=True)
+    with open(f"{out}/{name}/rank{comm.rank}.json", "w") as f:
         json.dump({"max_abs_err": err, "nodes": int(local.num_owned), "streams": model.streams,
                    "eval_bytes": comm.counter.bytes["eval"] - before,
                    "edge_index_built": plan._edge_index is not None}, f)

@@ -137,6 +137,9 @@ class SBMConfig:
     homophily: float = 0.8  # fraction of edges inside a class
     num_features: int = 32
     feature_signal: float = 0.25  # class-mean scale against unit noise: weak on purpose
+    # class 1's share of the nodes (the positive class of an imbalanced two-class task, as in tolokers or
+    # questions); the other classes share the rest equally. 0 = every class equally likely
+    positive_fraction: float = 0.0
     seed: int = 0
     block_edges: int = 1 << 20
     split: tuple = (0.2, 0.2, 0.6)
@@ -148,6 +151,9 @@ class SBMConfig:
                              ("--homophily", 0 <= self.homophily <= 1, "in [0, 1]"),
                              ("--num-features", self.num_features >= 1, "at least 1"),
                              ("--feature-signal", self.feature_signal >= 0, "0 or more"),
+                             ("--positive-fraction", 0 <= self.positive_fraction < 1 and (
+                                 self.positive_fraction == 0 or self.num_classes >= 2),
+                              "in [0, 1), with at least 2 classes"),
                              ("--block-edges", self.block_edges >= 1, "at least 1")))
 
 
@@ -159,7 +165,12 @@ def generate_sbm(cfg: SBMConfig, out, progress: Progress | None = None) -> Graph
     out = Path(out)
     n, k = cfg.num_nodes, cfg.num_classes
     rng = np.random.default_rng(cfg.seed)
-    y = rng.integers(0, k, n)
+    if cfg.positive_fraction:
+        p = np.full(k, (1.0 - cfg.positive_fraction) / (k - 1))
+        p[1] = cfg.positive_fraction
+        y = rng.choice(k, n, p=p)
+    else:
+        y = rng.integers(0, k, n)
     members = np.argsort(y, kind="stable")
     sizes = np.bincount(y, minlength=k)
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])

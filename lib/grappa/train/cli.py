@@ -28,7 +28,7 @@ from grappa.cli_util import checked_everywhere, parse_args_once, reports_input_e
 from grappa.comm import BACKENDS
 from grappa.comm.base import env_rank_size
 from grappa.errors import InputError, check_options
-from grappa.models import MODELS
+from grappa.models import MODELS, NORMS
 from grappa.train.config import OPTIMIZERS, TrainConfig
 from grappa.train.evaluate import METRICS
 from grappa.train.method import add_option_flags, options_from_args
@@ -62,10 +62,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=int, default=d.layers)
     p.add_argument("--dropout", type=float, default=d.dropout)
     p.add_argument("--heads", type=int, default=d.heads, help="GAT attention heads")
+    p.add_argument("--residual", action="store_true",
+                   help="the heterophilous benchmark's blocks: input projection, then h + dropout(ReLU(conv(norm(h)))) "
+                        "per layer, output projection (docs/METHODS.md, 'Models')")
+    p.add_argument("--norm", default=d.norm, choices=NORMS,
+                   help="normalisation before each conv, in the same blocks: layer (per node, exchanges nothing) or "
+                        "batch (statistics of each rank's rows; running statistics averaged over ranks before "
+                        "each evaluation); default %(default)s")
     p.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS, help="sgd: plain SGD, no momentum")
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--epochs", type=int, default=d.epochs,
+                   help="epochs; what one is depends on the method (its section of --help; default %(default)s)")
+    p.add_argument("--time-budget", type=float, default=d.time_budget,
+                   help="stop after the epoch in which this many seconds of training and evaluation have passed "
+                        "(all ranks agree), evaluating it; 0 = --epochs only (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="seeds per mini-batch; 0 = full-graph")
     p.add_argument("--fanouts", type=int, nargs="+",
                    help="neighbours sampled per layer, one value per layer (default 10 for each layer)")
@@ -122,6 +133,7 @@ def validate_numbers(cfg: TrainConfig) -> None:
               ("--dropout", 0 <= cfg.dropout < 1, "in [0, 1)"),
               ("--batch-size", cfg.batch_size >= 0, "0 (full-graph) or a positive number of seeds"),
               ("--fanouts", all(f > 0 or f == -1 for f in cfg.fanouts), "positive, or -1 for all neighbours"),
+              ("--time-budget", cfg.time_budget >= 0, "0 (none) or more seconds"),
               ("--patience", cfg.patience >= 0, "0 (off) or more"), ("--eval-every", cfg.eval_every >= 1, "at least 1"),
               ("--eval-batch-size", cfg.eval_batch_size >= 1, "at least 1"),
               ("--checkpoint-keep", cfg.checkpoint_keep >= 1, "at least 1"),

@@ -22,10 +22,13 @@ class TrainConfig:
     layers: int = 2
     dropout: float = 0.5
     heads: int = 8  # GAT only
+    residual: bool = False  # the heterophilous benchmark's blocks (grappa.models.Blocks)
+    norm: str = "none"  # none | layer | batch, before each conv (blocks)
     optimizer: str = "adam"  # adam | sgd (plain SGD: no momentum)
     lr: float = 0.01
     weight_decay: float = 5e-4
     epochs: int = 200
+    time_budget: float = 0.0  # seconds of training + evaluation, then stop after the epoch; 0 = --epochs only
     batch_size: int = 0  # 0 = full-graph; >0 = mini-batch of this many seeds
     fanouts: list[int] = field(default_factory=lambda: [10, 10])
     patience: int = 0  # early stopping on validation; 0 = off

@@ -87,7 +87,7 @@ class DistributedEvaluator:
         if self._graph is None or self._graph[0] is not model:
             self._graph = (model, model.graph_owned(p.edge_index, p.num_nodes, p.in_degree, p.num_owned))
         g = self._graph[1]
-        h = model.layer_owned(0, self.input_rows(), g, p.num_owned)
+        h = model.layer_owned(0, model.input(self.input_rows()), g, p.num_owned)  # eval: no dropout
         for i in range(1, model.num_layers):
             h = model.layer_owned(i, p.fetch(h, self.category), g, p.num_owned)
         return h

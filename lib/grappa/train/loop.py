@@ -51,6 +51,7 @@ class LoopState:
     train_rounds: int = 0  # latency rounds of those calls (grappa.comm.base)
     since_best: int = 0
     elapsed_s: float = 0.0  # training + evaluation time so far (what "time to accuracy" uses)
+    stopped_early: str = ""  # "time budget" | "method" | "patience": why training ended before --epochs
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,7 +67,7 @@ def run_epochs(cfg: TrainConfig, comm: Comm, method, log: MetricsLog, state: Loo
     state)`` is called at every boundary the method declares (before it
     repartitions) and when the method raises ``StopRequested``, which then
     propagates."""
-    model, phases = method.model, method.phases
+    phases = method.phases
     st = state or LoopState()
     bar = tqdm(range(st.epoch, cfg.epochs), desc=f"{cfg.method}/{cfg.model}", unit="epoch",
                disable=not cfg.progress or comm.rank != 0, initial=st.epoch, total=cfg.epochs)
@@ -92,19 +93,10 @@ def run_epochs(cfg: TrainConfig, comm: Comm, method, log: MetricsLog, state: Loo
         st.epoch_times.append(dt)
         sent, comm_s = _add_training_comm(st, before, _training_comm(comm))
         row = {"epoch": epoch, "loss": loss, "epoch_time_s": dt, "comm_time_s": comm_s, "bytes": sent}
-        if (epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1 or method.finished:
-            t_eval = time.perf_counter()
-            with phases.phase("eval"):
-                val, test = method.evaluate()
-            st.eval_times.append(time.perf_counter() - t_eval)
-            row.update(val_metric=val, test_metric=test, eval_time_s=st.eval_times[-1])
-            if val > st.best_val and not method.provisional:
-                st.best_val, st.best_epoch, st.test_at_best = val, epoch, test
-                st.best_state = copy.deepcopy(model.state_dict())
-                st.since_best = 0
-            else:
-                st.since_best += cfg.eval_every
-            bar.set_postfix(loss=f"{loss:.4f}", val=f"{val:.4f}", best_test=f"{st.test_at_best:.4f}")
+        out_of_time = cfg.time_budget > 0 and comm.allreduce_object_max(elapsed0 + dt) >= cfg.time_budget
+        if (epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1 or method.finished or out_of_time:
+            evaluate(cfg, method, st, row, epoch)
+            bar.set_postfix(loss=f"{loss:.4f}", val=f"{row['val_metric']:.4f}", best_test=f"{st.test_at_best:.4f}")
         st.elapsed_s = elapsed0 + time.perf_counter() - t0
         row["elapsed_s"] = st.elapsed_s
         if comm.rank == 0:
@@ -114,10 +106,40 @@ def run_epochs(cfg: TrainConfig, comm: Comm, method, log: MetricsLog, state: Loo
             if checkpoint:
                 checkpoint(epoch + 1, 0, st)
             raise StopRequested(epoch + 1, 0)
-        if method.finished or (cfg.patience and st.since_best >= cfg.patience):
+        if method.finished or out_of_time or (cfg.patience and st.since_best >= cfg.patience):
+            st.stopped_early = "time budget" if out_of_time else "method" if method.finished else "patience"
             break
     bar.close()
     return st
+
+
+def evaluate(cfg: TrainConfig, method, st: LoopState, row: dict, epoch: int) -> None:
+    """Evaluate ``method`` after ``epoch``: the scores into ``row``, the best-validation model into ``st``."""
+    t_eval = time.perf_counter()
+    with method.phases.phase("eval"):
+        sync_norm_statistics(method.comm, method.model)
+        val, test = method.evaluate()
+    st.eval_times.append(time.perf_counter() - t_eval)
+    row.update(val_metric=val, test_metric=test, eval_time_s=st.eval_times[-1])
+    if val > st.best_val and not method.provisional:
+        st.best_val, st.best_epoch, st.test_at_best = val, epoch, test
+        st.best_state = copy.deepcopy(method.model.state_dict())
+        st.since_best = 0
+    else:
+        st.since_best += cfg.eval_every
+
+
+def sync_norm_statistics(comm: Comm, model: torch.nn.Module) -> None:
+    """Batch norm's running statistics, averaged over the ranks before an
+    evaluation (``eval`` bytes): each rank gathered its own over the rows it
+    trained on, and the evaluation must use one model. Nothing without batch norm."""
+    bufs = [b for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+            for b in (m.running_mean, m.running_var) if b is not None]
+    if not bufs or comm.size == 1:
+        return
+    mean = comm.allreduce(torch.cat([b.reshape(-1) for b in bufs]), category="eval") / comm.size
+    for b, v in zip(bufs, mean.split([b.numel() for b in bufs])):
+        b.copy_(v.view_as(b))
 
 
 def _training_comm(comm: Comm) -> tuple[dict, dict, int]:
@@ -170,7 +192,7 @@ def build_result(cfg: TrainConfig, comm: Comm, st: LoopState, dataset: str, metr
         "method": cfg.method, "model": cfg.model, "dataset": dataset, "world_size": comm.size,
         "backend": comm.name, "epochs": cfg.epochs, "epochs_run": len(st.epoch_times), "seed": cfg.seed,
         "metric": metric, "test_metric": st.test_at_best, "val_metric": st.best_val,
-        "best_epoch": st.best_epoch,
+        "best_epoch": st.best_epoch, "stopped_early": st.stopped_early, "elapsed_s": st.elapsed_s,
         "train_bytes_per_rank_per_epoch": sum(by_cat.values()),
         "train_bytes_per_rank_per_epoch_max": float(mx[0]) / epochs_run,
         "train_bytes_per_rank_per_epoch_by_category": by_cat,

@@ -28,7 +28,8 @@ A subclass declares:
   ``bench/compare.py`` gives the family unless ``--method-args FAMILY=...``),
   ``fault_flags`` (``bench/fault_campaign.py``'s), and the hooks
   ``bench_runs`` (extra variants), ``bench_summary`` and ``bench_lines``
-  (the method's own summary keys and analysis lines).
+  (the method's own summary keys and analysis lines), ``budget_flags``
+  (how it spends ``bench/compare.py --budget epochs=N|seconds=S``).
 
 and implements ``train_epoch``, ``evaluate``, ``state_dict`` /
 ``load_state_dict`` (identical on every rank, saved once by rank 0) and, if
@@ -48,6 +49,8 @@ import torch
 from grappa.comm import Comm
 from grappa.errors import InputError
 from grappa.memory import PhasePeaks
+
+EPOCHS_CAP = 10**6  # --epochs under a time budget: the budget, not the count, ends training
 
 
 @dataclass
@@ -93,7 +96,13 @@ class Method:
         """The model this method trains (RETEXO stacks its own stages)."""
         from grappa.models import build_model
 
-        return build_model(cfg.model, in_dim, cfg.hidden, out_dim, cfg.layers, cfg.dropout, cfg.heads)
+        try:
+            return build_model(cfg.model, in_dim, cfg.hidden, out_dim, cfg.layers, cfg.dropout, cfg.heads,
+                               cfg.residual, cfg.norm)
+        except ValueError as e:
+            raise InputError("--model", str(e),
+                             "drop --residual and --norm, or choose gcn, sage, gat, gin or mlp") from None
+
 
     def __init__(self, cfg, comm: Comm, data, model: torch.nn.Module, optimizer, stop_flag=lambda: False):
         self.cfg, self.comm, self.data, self.model, self.opt = cfg, comm, data, model, optimizer
@@ -156,6 +165,17 @@ class Method:
     @classmethod
     def family(cls) -> str:
         return cls.bench_family or cls.name
+
+    @classmethod
+    def budget_flags(cls, kind: str, value: float, layers: int) -> list[str]:
+        """The grappa-train flags that spend a budget in this method's own terms
+        (bench/compare.py --budget): ``kind`` "epochs" gives ``value`` epochs as
+        the method counts them (its ``bench_flags`` say what one is), "seconds"
+        gives ``value`` seconds of training and evaluation (``--time-budget``),
+        ``--epochs`` then only a cap that is never reached."""
+        if kind == "epochs":
+            return ["--epochs", str(int(value))]
+        return ["--time-budget", f"{value:g}", "--epochs", str(EPOCHS_CAP)]
 
     @classmethod
     def bench_runs(cls, flags: list[str], drop_parts: int = 0) -> list[tuple[str, str, list[str]]]:

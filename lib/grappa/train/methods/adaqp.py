@@ -128,10 +128,11 @@ class AdaQP(HaloMethod):
     @torch.no_grad()
     def _layer_dims(self) -> list[int]:
         """Input width of every layer (one node through the model)."""
-        m, dims, h = self.model, [], self.x[:1]
+        m, dims = self.model, []
         graph = m.graph_global(torch.zeros((2, 0), dtype=torch.int64), 1, torch.zeros(1), 1)
         was = m.training
         m.eval()
+        h = m.input(self.x[:1])
         for i in range(m.num_layers):
             dims.append(int(h.shape[1]))
             h = m.layer(i, h, *graph)

@@ -21,8 +21,10 @@ What an epoch is here:
   the last round ending with the final averaging.
 - step mode (``--average-every-steps N``, deterministic, for tests and
   reproducible comparisons): one pass over the local training nodes (every
-  rank takes max_r ceil(n_r / batch) steps, wrapping around its own seeds),
-  averaging after every N steps and at the end of every epoch.
+  rank takes max_r ceil(n_r / batch) steps, wrapping around its own seeds,
+  or ``--steps-per-epoch`` steps), averaging after every N steps and at the
+  end of every epoch. The benchmark (``bench_flags``) sets both to 5: an
+  epoch is one averaging period, the unit its budgets are counted in.
 
 The three methods differ only in the partition they train on:
 ``psgd-pa`` METIS with one part per trainer, ``random-tma`` random chunks,
@@ -66,16 +68,18 @@ class AveragingOptions:
         "help": "T: average every T seconds of local training (the time-based mode)"})
     average_every_steps: int = field(default=0, metadata={
         "help": "N > 0: deterministic mode, average after every N local steps and at each epoch end"})
-    time_budget: float = field(default=0.0, metadata={"help": "stop after this many seconds of training; 0 = none"})
+    steps_per_epoch: int = field(default=0, metadata={
+        "help": "step mode: local steps per epoch (seeds wrap around); 0 = one pass over the rank's training "
+                "nodes. Equal to --average-every-steps, an epoch is one averaging period"})
     drop_parts: int = field(default=0, metadata={"help": "D: partition for P + D trainers and never run D parts"})
     slow_rank_delay: float = field(default=0.0, metadata={
         "help": "testing only: the last rank sleeps this many seconds after each step"})
 
     def __post_init__(self):
         check_options(self, (("--average-every-steps", self.average_every_steps >= 0, "0 (time mode) or more"),
+                             ("--steps-per-epoch", self.steps_per_epoch >= 0, "0 (one pass) or more"),
                              ("--average-every-seconds", self.average_every_steps or self.average_every_seconds > 0,
                               "positive seconds (or use --average-every-steps N)"),
-                             ("--time-budget", self.time_budget >= 0, "0 (none) or more seconds"),
                              ("--drop-parts", self.drop_parts >= 0, "0 or more"),
                              ("--slow-rank-delay", self.slow_rank_delay >= 0, "0 or more seconds")))
 
@@ -167,7 +171,7 @@ class ModelAveraging(LocalTraining):
     Args (``AveragingOptions``):
         average_every_seconds (float): T of the time-based mode (default 120).
         average_every_steps (int): N > 0 selects the deterministic step mode (default 0).
-        time_budget (float): seconds of training, 0 = only --epochs (default 0).
+        steps_per_epoch (int): step mode's local steps per epoch, 0 = one pass (default 0).
         drop_parts (int): parts partitioned for but never run (default 0).
         slow_rank_delay (float): testing only (default 0).
     """
@@ -175,16 +179,16 @@ class ModelAveraging(LocalTraining):
     Options = AveragingOptions
     strict_partition = True
     # The benchmark runs the deterministic step mode, so runs are comparable and reproducible;
-    # an "epoch" is then one pass over each rank's training nodes.
+    # an "epoch" is then one averaging period of 5 local steps (their natural budget unit).
     bench_family = "averaging"
-    bench_flags = ("--average-every-steps", "5")
+    bench_flags = ("--average-every-steps", "5", "--steps-per-epoch", "5")
     fault_flags = ("--average-every-steps", "2")  # an averaging within the campaign's short runs
 
     def __init__(self, cfg, comm, data, model, optimizer, stop_flag=lambda: False):
         super().__init__(cfg, comm, data, model, optimizer, stop_flag)
         bs = cfg.batch_size
         n_steps = -(-len(self.train_nodes) // bs) if bs else 1
-        self.steps = max(1, int(comm.allreduce_object_max(n_steps)))  # step mode: per epoch, every rank
+        self.steps = self.opts.steps_per_epoch or max(1, int(comm.allreduce_object_max(n_steps)))  # step mode
         self.averagings = 0
         self.global_step = 0  # step mode: steps since the start, the same on every rank
         self.train_time_s = 0.0
@@ -261,7 +265,7 @@ class ModelAveraging(LocalTraining):
                 step += 1
             if comm.rank == 0:
                 if time.perf_counter() - t_round >= self.opts.average_every_seconds:
-                    budget = self.opts.time_budget
+                    budget = self.cfg.time_budget  # the round in which it is spent is the last
                     last = budget > 0 and self.train_time_s + time.perf_counter() - t_round >= budget
                     decision = comm.ibroadcast(torch.tensor([_LAST if last else _GO]), 0, "control", name).wait()
                     break

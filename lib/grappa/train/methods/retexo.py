@@ -30,6 +30,7 @@ at the best validation round of the final stage (as for every method).
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -110,10 +111,14 @@ class RetexoOptions:
     rounds_per_stage: int = field(default=0, metadata={
         "help": "rounds (epochs) of each non-final stage; the final stage runs the rest; 0 = --epochs / --layers"})
     stage_lr: float = field(default=0.003, metadata={"help": "Adam learning rate of every stage (--lr is unused)"})
+    stage_seconds: float = field(default=0.0, metadata={
+        "help": "a non-final stage ends once its rounds have taken this many seconds (all ranks agree), the "
+                "final stage runs until --epochs or --time-budget; 0 = --rounds-per-stage"})
 
     def __post_init__(self):
         check_options(self, (("--rounds-per-stage", self.rounds_per_stage >= 0, "0 or more"),
-                             ("--stage-lr", self.stage_lr > 0, "positive")))
+                             ("--stage-lr", self.stage_lr > 0, "positive"),
+                             ("--stage-seconds", self.stage_seconds >= 0, "0 (rounds) or more seconds")))
 
 
 class Retexo(Method):
@@ -122,6 +127,10 @@ class Retexo(Method):
     Args (``RetexoOptions``):
         rounds_per_stage (int): rounds of each non-final stage, 0 = --epochs / --layers (default 0).
         stage_lr (float): each stage's fresh Adam learning rate (default 0.003).
+        stage_seconds (float): a non-final stage's seconds of rounds, 0 = by rounds (default 0).
+
+    Its natural budget: ``N`` epochs are ``N`` rounds of every stage (a round
+    trains one layer), ``S`` seconds are ``S / L`` seconds of every stage.
     """
 
     name, label, partition = "retexo", "RETEXO", "random"
@@ -134,6 +143,10 @@ class Retexo(Method):
         if cfg.model not in CONVS:
             raise InputError("--model", f"--method retexo defines stages for {', '.join(CONVS)}, not {cfg.model}",
                              "use --model gcn, sage or gat")
+        if cfg.residual or cfg.norm != "none":
+            raise InputError("--residual" if cfg.residual else "--norm", "--method retexo trains its own stages "
+                             "(each a conv with LayerNorm and ReLU, trained alone): a residual or a norm across "
+                             "greedy stages is not the method", "drop --residual and --norm")
         return RetexoNet(cfg.model, in_dim, cfg.hidden, out_dim, cfg.layers, cfg.dropout, cfg.heads)
 
     def __init__(self, cfg, comm, data, model, optimizer, stop_flag=lambda: False):
@@ -152,9 +165,17 @@ class Retexo(Method):
         self.graph = model.graph_global(plan.edge_index, plan.num_nodes, plan.in_degree, n)
         self.evaluator = DistributedEvaluator(plan, lg.x[:n])
         self.stage, self.h = 0, None  # the stage in training and its input rows [own; halo]
+        self.stage_starts, self.stage_time, self.rounds = [0], 0.0, 0  # epochs at which each stage began
         self.best_val, self.best = -1.0, None
         self.stage_bytes: list[dict] = []
         self.opt = self._stage_optimizer(0)
+
+    @classmethod
+    def budget_flags(cls, kind: str, value: float, layers: int) -> list[str]:
+        """N epochs: N rounds of every stage (a round trains one layer); S seconds: S / L of every stage."""
+        if kind == "epochs":
+            return ["--epochs", str(int(value) * layers), "--rounds-per-stage", str(int(value))]
+        return [*super().budget_flags(kind, value, layers), "--stage-seconds", f"{value / layers:g}"]
 
     def _stage_optimizer(self, i: int) -> torch.optim.Optimizer:
         params = [q for m in self.model.stage_modules(i) for q in m.parameters()]
@@ -184,7 +205,7 @@ class Retexo(Method):
 
     # ------------------------------------------------------------ one round
     def train_epoch(self, epoch: int) -> float:
-        snap = self.comm.counter.snapshot()
+        snap, t0 = self.comm.counter.snapshot(), time.perf_counter()
         if self.h is None:
             self.h = self._inputs_of(self.stage)
         m, n, s = self.model, self.plan.num_owned, self.stage
@@ -195,13 +216,27 @@ class Retexo(Method):
         loss_sum = loss_fn(self.task, out[self.train_idx], self.y[self.train_idx], reduction="sum")
         (loss_sum / self.num_train).backward()
         (total,), stop = GradientStep(self.comm, self.opt, stop_flag=self.stop_flag)([loss_sum.item()])
+        self.rounds += 1
         if s < self.cfg.layers - 1:  # the final stage's best round is the loop's best-validation model
             self._keep_if_best(self._stage_scores()[0])
-            if epoch == (s + 1) * self.rps - 1:
+            if self._stage_over(epoch, time.perf_counter() - t0):
                 self._finish_stage()
+                self.stage_starts.append(epoch + 1)
         self._add_stage_bytes(s, self.comm.counter.since(snap))
         self.stop_pending = stop
         return total / self.num_train
+
+    def _stage_over(self, epoch: int, round_s: float) -> bool:
+        """Whether the non-final stage in training ends with this round: by its
+        rounds, or (``--stage-seconds``) by its time, rank 0's clock deciding."""
+        if not self.opts.stage_seconds:
+            return epoch == (self.stage + 1) * self.rps - 1
+        self.stage_time += round_s
+        over = self.comm.allreduce_object_max(self.stage_time if self.comm.rank == 0 else 0.0)
+        if over >= self.opts.stage_seconds:
+            self.stage_time = 0.0
+            return True
+        return False
 
     @torch.no_grad()
     def _stage_scores(self) -> tuple[float, float]:
@@ -239,11 +274,14 @@ class Retexo(Method):
         return self.evaluator.metrics(self.model, self.y, self.split, self.cfg.metric)
 
     def is_boundary(self, epoch: int) -> bool:
-        return epoch % self.rps == 0  # a stage ends (periodic checkpoints: --checkpoint-every)
+        if self.opts.stage_seconds:
+            return epoch == self.stage_starts[-1]  # a stage began (periodic checkpoints: --checkpoint-every)
+        return epoch % self.rps == 0  # a stage ends
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "stage": self.stage,
-                "best_val": self.best_val, "best": self.best, "stage_bytes": self.stage_bytes}
+                "best_val": self.best_val, "best": self.best, "stage_bytes": self.stage_bytes,
+                "stage_starts": self.stage_starts, "stage_time": self.stage_time, "rounds": self.rounds}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -252,10 +290,14 @@ class Retexo(Method):
         self.opt.load_state_dict(state["optimizer"])
         self.best_val, self.best = float(state["best_val"]), state["best"]
         self.stage_bytes = [dict(d) for d in state["stage_bytes"]]
+        self.stage_starts = [int(e) for e in state.get("stage_starts", [0])]
+        self.stage_time, self.rounds = float(state.get("stage_time", 0.0)), int(state.get("rounds", 0))
         self.h = None  # rebuilt from the finished stages at the next round
 
     def result_extra(self) -> dict:
+        starts = self.stage_starts + [self.rounds]
         return dict(stages=self.cfg.layers, rounds_per_stage=self.rps, train_bytes_by_stage=self.stage_bytes,
+                    stages_trained=len(self.stage_starts), rounds_by_stage=list(np.diff(starts).tolist()),
                     halo_rows_sent=self.plan.rows_sent,
                     num_params_by_stage=[sum(q.numel() for m in self.model.stage_modules(i) for q in m.parameters())
                                          for i in range(self.cfg.layers)])

@@ -1,0 +1,77 @@
+"""Fair budgets (bench/compare.py --budget): each method spends epochs=N or
+seconds=S in its own terms, and the table says which runs had not converged.
+Real mpirun ranks, real compare.py invocations."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, mpi_env
+
+pytestmark = pytest.mark.mpi
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("budget-work")
+
+
+def compare(cora_dir, work, out, *args):
+    r = subprocess.run([sys.executable, str(ROOT / "bench/compare.py"), "--raw", str(cora_dir), "--ranks", "2",
+                        "--seeds", "0", "--work", str(work), "--out", str(out), *args], env=mpi_env(),
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    return json.loads((out / "bench.json").read_text())
+
+
+def test_retexo_epochs_budget_trains_every_stage_that_many_rounds(cora_dir, work, tmp_path):
+    """epochs=N: N rounds of each of RETEXO's L stages (a round trains one layer),
+    where --epochs N alone left N / L a stage; the averaging methods take N periods."""
+    b = compare(cora_dir, work, tmp_path / "ep", "--methods", "retexo", "random-tma", "--budget", "epochs=6", "--",
+                "--model", "gcn", "--layers", "2", "--eval-every", "2", "--hidden", "8")
+    ret = b["runs"]["RETEXO"][0]
+    assert ret["stages_trained"] == 2 and ret["rounds_by_stage"] == [6, 6] and ret["epochs_run"] == 12
+    assert ret["config"]["options"]["rounds_per_stage"] == 6
+    tma = b["runs"]["RandomTMA"][0]
+    assert tma["epochs_run"] == 6 and tma["averagings"] == 6  # one averaging per period of 5 local steps
+    assert tma["local_steps_per_rank"] == [30, 30]
+    md = (tmp_path / "ep" / "bench.md").read_text()
+    assert "budget epochs=6" in md and "--rounds-per-stage 6" in md and "| converged |" in md
+
+
+def test_seconds_budget_stops_each_method_within_ten_percent(cora_dir, work, tmp_path):
+    """seconds=S: every method trains and evaluates S seconds (all ranks stop
+    after the same epoch); RETEXO gives each stage S / L."""
+    s = 6.0
+    b = compare(cora_dir, work, tmp_path / "sec", "--methods", "grappa", "retexo", "--budget", f"seconds={s:g}",
+                "--", "--model", "gcn", "--layers", "2", "--eval-every", "2")
+    for name, (res,) in b["runs"].items():
+        assert abs(res["elapsed_s"] - s) <= 0.1 * s, (name, res["elapsed_s"])  # rank 0's clock; the slowest decides
+        assert res["stopped_early"] == "time budget" and res["epochs_run"] > 10, name
+    ret = b["runs"]["RETEXO"][0]
+    assert ret["stages_trained"] == 2 and min(ret["rounds_by_stage"]) > 5
+    for row in b["summary"].values():
+        assert row["not_converged_seeds"] in (0, 1)
+
+
+def test_budget_is_refused_beside_epochs_and_when_malformed(cora_dir, tmp_path):
+    for args, what in ((["--budget", "epochs=2.5"], "epochs=N"), (["--budget", "hours=1"], "epochs=N"),
+                       (["--budget", "seconds=-1"], "epochs=N"),
+                       (["--budget", "epochs=5", "--", "--epochs", "3"], "drop them after --")):
+        r = subprocess.run([sys.executable, str(ROOT / "bench/compare.py"), "--raw", str(cora_dir),
+                            "--work", str(tmp_path / "w"), "--out", str(tmp_path / "o"), *args], env=mpi_env(),
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and what in r.stderr, (args, r.returncode, r.stderr[-500:])
+        assert not (tmp_path / "o").exists()
+
+
+def test_not_converged_flag_reads_the_last_two_evaluations(tmp_path):
+    sys.path.insert(0, str(ROOT / "bench"))
+    from compare import converged
+
+    rows = [{"epoch": e, "loss": 1.0, **({"val_metric": 0.5} if e % 5 == 4 else {})} for e in range(20)]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert converged(tmp_path, {"best_epoch": 9})  # evaluations at 4, 9, 14, 19
+    assert not converged(tmp_path, {"best_epoch": 14}) and not converged(tmp_path, {"best_epoch": 19})
