@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from conftest import ROOT, mpi_env
 
@@ -37,6 +38,10 @@ def test_retexo_epochs_budget_trains_every_stage_that_many_rounds(cora_dir, work
     tma = b["runs"]["RandomTMA"][0]
     assert tma["epochs_run"] == 6 and tma["averagings"] == 6  # one averaging per period of 5 local steps
     assert tma["local_steps_per_rank"] == [30, 30]
+    # the first stage's evaluations score a provisional model: marked, so the flag skips them
+    evals = [json.loads(x) for x in (tmp_path / "ep/runs/retexo/seed-0/metrics.jsonl").read_text().splitlines()]
+    evals = [(r["epoch"], r.get("provisional", False)) for r in evals if "val_metric" in r]
+    assert [e for e, p in evals if p] == [1, 3] and len(evals) == 6, evals  # after round 5 stage 2 is scored
     md = (tmp_path / "ep" / "bench.md").read_text()
     assert "budget epochs=6" in md and "--rounds-per-stage 6" in md and "| converged |" in md
 
@@ -67,11 +72,31 @@ def test_budget_is_refused_beside_epochs_and_when_malformed(cora_dir, tmp_path):
         assert not (tmp_path / "o").exists()
 
 
-def test_not_converged_flag_reads_the_last_two_evaluations(tmp_path):
+def _curve(path, vals, provisional=0):
+    rows = [{"epoch": 5 * i + 4, "val_metric": v, **({"provisional": True} if i < provisional else {})}
+            for i, v in enumerate(vals)]
+    (path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def test_not_converged_flag_reads_a_rise_not_noise(tmp_path):
     sys.path.insert(0, str(ROOT / "bench"))
     from compare import converged
 
-    rows = [{"epoch": e, "loss": 1.0, **({"val_metric": 0.5} if e % 5 == 4 else {})} for e in range(20)]
-    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    assert converged(tmp_path, {"best_epoch": 9})  # evaluations at 4, 9, 14, 19
-    assert not converged(tmp_path, {"best_epoch": 14}) and not converged(tmp_path, {"best_epoch": 19})
+    rng = np.random.default_rng(0)
+    plateau = list(0.80 + 0.004 * rng.standard_normal(40))
+    assert converged(_curve(tmp_path, plateau))
+    # noise that happens to peak on the last evaluation is still a plateau
+    assert converged(_curve(tmp_path, plateau[:-1] + [max(plateau) + 0.005]))
+    # a jump of more than 1 point at the end is not
+    assert not converged(_curve(tmp_path, plateau[:-1] + [max(plateau) + 0.02]))
+    # a steady climb over the last quarter (2 points, no single jump) is not
+    climb = plateau[:30] + [0.80 + 0.002 * k for k in range(1, 11)]
+    assert not converged(_curve(tmp_path, climb))
+    # a falling curve (overfitting) has converged
+    assert converged(_curve(tmp_path, [0.6 + 0.02 * k for k in range(10)] + [0.8 - 0.002 * k for k in range(30)]))
+    # RETEXO: a provisional stage's plateau, then the final stage still climbing from scratch
+    stages = plateau[:20] + [0.3 + 0.02 * k for k in range(20)]
+    assert not converged(_curve(tmp_path, stages, provisional=20))
+    assert converged(_curve(tmp_path, plateau[:20] + [0.3 + 0.02 * k for k in range(10)] + [0.5] * 10,
+                            provisional=20))

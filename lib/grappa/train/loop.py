@@ -121,6 +121,8 @@ def evaluate(cfg: TrainConfig, method, st: LoopState, row: dict, epoch: int) -> 
         val, test = method.evaluate()
     st.eval_times.append(time.perf_counter() - t_eval)
     row.update(val_metric=val, test_metric=test, eval_time_s=st.eval_times[-1])
+    if method.provisional:  # not the final model (RETEXO's earlier stages): readers of the curve skip it
+        row["provisional"] = True
     if val > st.best_val and not method.provisional:
         st.best_val, st.best_epoch, st.test_at_best = val, epoch, test
         st.best_state = copy.deepcopy(method.model.state_dict())
