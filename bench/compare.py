@@ -119,12 +119,15 @@ def prepare_partition(raw: Path, work: Path, method: str, k: int, ranks: int) ->
     return out
 
 
-def curve(run_dir: Path) -> list[tuple[float, float]]:
-    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+def metrics_rows(run_dir: Path) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def curve(rows: list[dict]) -> list[tuple[float, float]]:
     return [(r["elapsed_s"], r["test_metric"]) for r in rows if "test_metric" in r]
 
 
-def converged(run_dir: Path, tol: float = 0.01) -> bool:
+def converged(rows: list[dict], tol: float = 0.01) -> bool:
     """False when the final model's validation metric was still rising when the budget ran out,
     so its test metric is a floor. Read from the evaluations of the final model (RETEXO's earlier
     stages are provisional) as either of
@@ -136,7 +139,6 @@ def converged(run_dir: Path, tol: float = 0.01) -> bool:
 
     ``tol`` keeps a plateau's noise from reading as progress: with 40 evaluations of a flat
     curve, "best among the last two" alone flags one run in twenty by chance."""
-    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     vals = np.array([r["val_metric"] for r in rows if "val_metric" in r and not r.get("provisional")])
     if len(vals) < 3:
         return len(vals) == 0 or int(np.argmax(vals)) < len(vals) - 2
@@ -528,8 +530,9 @@ def summaries(plans: dict) -> tuple[dict, dict, dict, float]:
     for r in plans[False] + plans[True]:
         res = json.loads((Path(r["out"]) / "result.json").read_text())
         results.setdefault(r["method"], []).append(res)
-        curves.setdefault(r["method"], []).append(curve(Path(r["out"])))
-        conv.setdefault(r["method"], []).append(converged(Path(r["out"])))
+        rows = metrics_rows(Path(r["out"]))  # one read for the curve and the flag
+        curves.setdefault(r["method"], []).append(curve(rows))
+        conv.setdefault(r["method"], []).append(converged(rows))
     # 98% of centralized accuracy (of the best method when centralized was not run)
     central = max(statistics.mean(r["test_metric"] for r in rs) for n, rs in results.items()
                   if n == "centralized" or "centralized" not in results)

@@ -72,31 +72,30 @@ def test_budget_is_refused_beside_epochs_and_when_malformed(cora_dir, tmp_path):
         assert not (tmp_path / "o").exists()
 
 
-def _curve(path, vals, provisional=0):
-    rows = [{"epoch": 5 * i + 4, "val_metric": v, **({"provisional": True} if i < provisional else {})}
+def _curve(vals, provisional=0):
+    """metrics.jsonl rows: an evaluation every 5 epochs, the first ``provisional`` marked so."""
+    return [{"epoch": 5 * i + 4, "val_metric": v, **({"provisional": True} if i < provisional else {})}
             for i, v in enumerate(vals)]
-    (path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    return path
 
 
-def test_not_converged_flag_reads_a_rise_not_noise(tmp_path):
+def test_not_converged_flag_reads_a_rise_not_noise():
     sys.path.insert(0, str(ROOT / "bench"))
     from compare import converged
 
     rng = np.random.default_rng(0)
     plateau = list(0.80 + 0.004 * rng.standard_normal(40))
-    assert converged(_curve(tmp_path, plateau))
+    assert converged(_curve(plateau))
     # noise that happens to peak on the last evaluation is still a plateau
-    assert converged(_curve(tmp_path, plateau[:-1] + [max(plateau) + 0.005]))
+    assert converged(_curve(plateau[:-1] + [max(plateau) + 0.005]))
     # a jump of more than 1 point at the end is not
-    assert not converged(_curve(tmp_path, plateau[:-1] + [max(plateau) + 0.02]))
+    assert not converged(_curve(plateau[:-1] + [max(plateau) + 0.02]))
     # a steady climb over the last quarter (2 points, no single jump) is not
     climb = plateau[:30] + [0.80 + 0.002 * k for k in range(1, 11)]
-    assert not converged(_curve(tmp_path, climb))
+    assert not converged(_curve(climb))
     # a falling curve (overfitting) has converged
-    assert converged(_curve(tmp_path, [0.6 + 0.02 * k for k in range(10)] + [0.8 - 0.002 * k for k in range(30)]))
+    assert converged(_curve([0.6 + 0.02 * k for k in range(10)] + [0.8 - 0.002 * k for k in range(30)]))
     # RETEXO: a provisional stage's plateau, then the final stage still climbing from scratch
     stages = plateau[:20] + [0.3 + 0.02 * k for k in range(20)]
-    assert not converged(_curve(tmp_path, stages, provisional=20))
-    assert converged(_curve(tmp_path, plateau[:20] + [0.3 + 0.02 * k for k in range(10)] + [0.5] * 10,
+    assert not converged(_curve(stages, provisional=20))
+    assert converged(_curve(plateau[:20] + [0.3 + 0.02 * k for k in range(10)] + [0.5] * 10,
                             provisional=20))
