@@ -60,8 +60,13 @@ def test_every_distributed_method_trains_the_blocks(cora_dir, tmp_path):
                         str(tmp_path / "o"), "--", "--epochs", "3", "--eval-every", "3", "--hidden", "8",
                         "--residual", "--norm", "batch"], env=mpi_env(), capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    runs = json.loads((tmp_path / "o" / "bench.json").read_text())["runs"]
+    bench = json.loads((tmp_path / "o" / "bench.json").read_text())
+    runs, pred, summary = bench["runs"], bench["analytic"], bench["summary"]
     assert len(runs) == len(names)
+    # the byte model knows the blocks: hidden-wide layer inputs, and the input projection's halo gradient
+    assert summary["halo"]["train_bytes_per_rank_per_epoch"] == pytest.approx(pred["halo_bytes_per_rank_per_epoch"])
+    assert summary["grappa"]["train_bytes_per_rank_per_epoch"] == pytest.approx(pred["grappa_bytes_per_rank_per_epoch"])
+    assert pred["layer_input_dims"] == [8, 8]
     for label, (res,) in runs.items():
         assert res["config"]["residual"] and res["config"]["norm"] == "batch", label
         assert 0.0 < res["test_metric"] <= 1.0 and res["epochs_run"] == 3, label

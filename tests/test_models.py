@@ -111,39 +111,48 @@ def test_dropout_keeps_the_right_fraction_unbiased():
     assert not dropout(x, 1.0, True).any()
 
 
-def test_sparse_input_dropout_is_the_dense_one_and_scans_only_a_returning_input():
+def test_sparse_input_dropout_draws_for_the_nonzeros_only_and_its_path_depends_on_the_input():
     from grappa.models import NonzeroCache, dropout
 
     x = torch.rand(300, 200) * (torch.rand(300, 200) < 0.02)  # bag-of-words-like: 2% nonzero
-    cache = NonzeroCache()
-    assert cache(x) is None  # first use: no scan (a mini-batch's input is new every step)
-    idx = cache(x)
+    idx = NonzeroCache()(x)  # found at first use: the path depends on the input, not on the cache's past
     assert torch.equal(idx, x.reshape(-1).nonzero().squeeze(1))
     for p in (0.5, 0.6):
         torch.manual_seed(1)
-        dense = dropout(x, p, True)
+        y = dropout(x, p, True, nonzero=idx)
+        after = torch.rand(1)
         torch.manual_seed(1)
-        assert torch.equal(dropout(x, p, True, nonzero=idx), dense)  # same draws, same output
+        torch.randint(-2**63, 2**63 - 1, ((len(idx) + 3) // 4,), dtype=torch.int64)
+        assert torch.equal(torch.rand(1), after)  # it drew for the nonzeros only
+        kept = y.reshape(-1)[idx] != 0
+        assert not y.reshape(-1)[x.reshape(-1) == 0].any()  # a zero stays zero
+        assert torch.allclose(y.reshape(-1)[idx][kept], x.reshape(-1)[idx][kept] * 65536 / round((1 - p) * 65536))
+        assert abs(float(kept.float().mean()) - (1 - p)) < 0.05
+    ones = torch.ones(400_000) * (torch.arange(400_000) % 10 == 0)  # 40,000 nonzeros: the keep rate
+    y = dropout(ones, 0.5, True, nonzero=NonzeroCache()(ones))
+    assert abs(float(y.sum()) / 40_000 - 1.0) < 0.02  # rescaled: unbiased
+    cache = NonzeroCache()
     x.mul_(2.0)  # changed in place: its support may have changed
-    assert cache(x) is None and cache(x) is not None
-    assert cache(x.clone()) is None  # another tensor
+    assert torch.equal(cache(x), idx) and cache(x) is cache(x)  # scanned once while unchanged
+    x.view(-1)[0] = 1.0
+    assert len(cache(x)) == len(idx) + (0 if 0 in idx else 1)  # an in-place change rescans
     dense_x = torch.rand(50, 40) + 0.1
-    cache(dense_x)
     assert cache(dense_x) is None  # denser than max_density: the dense path
     assert cache(torch.rand(5, 5, requires_grad=True)) is None
 
 
-def test_model_input_dropout_draws_as_before(cora):
-    """A model's input dropout with the cache equals the plain function, epoch after epoch."""
-    from grappa.models import dropout
-
+def test_model_input_dropout_is_the_same_with_a_cold_or_warm_cache(cora):
+    """Epoch after epoch, a model's input dropout (cache warm) equals a fresh model's (cache cold)
+    from the same generator state: a resumed run draws what an uninterrupted one did."""
     torch.manual_seed(0)
     model = build_model("gcn", cora.info.num_features, 16, cora.info.num_classes, 2).train()
     for _ in range(3):
         state = torch.get_rng_state()
         got = model.input(cora.x)
         torch.set_rng_state(state)
-        assert torch.equal(got, dropout(cora.x, model.input_dropout, True))
+        fresh = build_model("gcn", cora.info.num_features, 16, cora.info.num_classes, 2).train()
+        torch.set_rng_state(state)
+        assert torch.equal(got, fresh.input(cora.x))
     assert model._input_nonzero(cora.x) is not None  # Cora's features are sparse: the cached path ran
 
 

@@ -44,24 +44,27 @@ def dropout(x: torch.Tensor, p: float, training: bool, nonzero: torch.Tensor | N
 
     Args:
         nonzero: flat indices of ``x``'s nonzero entries (``NonzeroCache``), or
-            None. Given, only those are masked and rescaled: same draws, same
-            output, a fraction of the work on sparse (bag-of-words) features.
+            None. Given, only those entries are drawn for, masked and rescaled (a
+            zero stays zero whatever its mask): on bag-of-words features the
+            draws, most of an input dropout's time, shrink with the density.
     """
     if not training or p == 0.0:
         return x
     keep = round((1.0 - p) * 65536)
     if p >= 1.0 or keep == 0:
         return torch.zeros_like(x)
-    n = x.numel()
-    r = torch.randint(-2**63, 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64).view(torch.int16)[:n]
-    # r + 32768 is uniform on [0, 65536): keep when it is below ``keep``
     if nonzero is None:
         # bool * float promotes in one pass; the in-place rescale saves a second temporary
-        return (x * (r.view(x.shape) < keep - 32768)).mul_(65536.0 / keep)
+        return (x * (_uniform16(x.numel()).view(x.shape) < keep - 32768)).mul_(65536.0 / keep)
     flat = x.reshape(-1)
     out = torch.zeros_like(flat)
-    out[nonzero] = (flat[nonzero] * (r[nonzero] < keep - 32768)).mul_(65536.0 / keep)
+    out[nonzero] = (flat[nonzero] * (_uniform16(len(nonzero)) < keep - 32768)).mul_(65536.0 / keep)
     return out.view(x.shape)
+
+
+def _uniform16(n: int) -> torch.Tensor:
+    """``n`` int16 draws; r + 32768 is uniform on [0, 65536)."""
+    return torch.randint(-2**63, 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64).view(torch.int16)[:n]
 
 
 def as_float(x: torch.Tensor) -> torch.Tensor:
@@ -72,11 +75,14 @@ def as_float(x: torch.Tensor) -> torch.Tensor:
 
 
 class NonzeroCache:
-    """The nonzero entries of an input that comes back unchanged (full-graph
-    epochs, a chunk set between repartitions), found at its second use, so a
-    new input every step (mini-batches) costs no scan. Holds the input only
-    weakly; an input modified in place (``_version``) or needing gradients,
-    or denser than ``max_density``, gets None (the dense path).
+    """The nonzero entries of an input, kept while it comes back unchanged
+    (full-graph epochs, a chunk set between repartitions) so it is scanned
+    once. Which path an input takes depends on its content only, never on
+    what the cache saw before: a resumed run draws what an uninterrupted one
+    did. A new input costs one ``count_nonzero`` scan (a mini-batch's, every
+    step: a fraction of the draws it saves when sparse). Holds the input only
+    weakly; an input needing gradients, or denser than ``max_density``, gets
+    None (the dense path).
 
     Args:
         max_density (float, optional): above this fraction of nonzeros the
@@ -85,19 +91,18 @@ class NonzeroCache:
 
     def __init__(self, max_density: float = 0.25):
         self.max_density = max_density
-        self._last = None  # (weakref to the input, its _version, indices | None | "unscanned")
+        self._last = None  # (weakref to the input, its _version, indices or None)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor | None:
         if x.requires_grad:
             return None
         last = self._last
-        if last is None or last[0]() is not x or last[1] != x._version:
-            self._last = (weakref.ref(x), x._version, "unscanned")
-            return None
-        if isinstance(last[2], str):
-            idx = x.reshape(-1).nonzero().squeeze(1)
-            self._last = (last[0], last[1], idx if idx.numel() <= self.max_density * x.numel() else None)
-        return self._last[2]
+        if last is not None and last[0]() is x and last[1] == x._version:
+            return last[2]
+        sparse = int(torch.count_nonzero(x)) <= self.max_density * x.numel()
+        idx = x.reshape(-1).nonzero().squeeze(1) if sparse else None
+        self._last = (weakref.ref(x), x._version, idx)  # _version: an in-place change rescans
+        return idx
 
 
 NORMS = ("none", "layer", "batch")

@@ -5,7 +5,8 @@ alone (no training run), under the comm layer's cost model:
             2 (P-1)/P * 4 * (params + 2) * steps
     halo    per layer l, every boundary row of the layer input is sent once to
             each rank that needs it (d_l floats), and for l >= 1 its gradient
-            comes back; plus the gradient allreduce (params + 2 scalars):
+            comes back (for l = 0 too behind the blocks' input projection,
+            --residual/--norm); plus the gradient allreduce (params + 2 scalars):
             4 * rows * (sum_l d_l + sum_{l>=1} d_l) + 2 (P-1)/P * 4 * (params + 2)
 
 "rows" is the mean over ranks of the boundary rows a rank sends per layer:
@@ -45,9 +46,12 @@ def grappa_bytes(params: int, world_size: int, steps: int = 1) -> float:
     return allreduce_bytes(params + 2, world_size) * steps
 
 
-def halo_bytes(rows_per_rank: float, layer_input_dims: list[int], params: int, world_size: int) -> float:
+def halo_bytes(rows_per_rank: float, layer_input_dims: list[int], params: int, world_size: int,
+               input_grad: bool = False) -> float:
+    """``input_grad``: layer 0's input has a gradient too (the blocks' input projection,
+    ``--residual``/``--norm``: its halo rows go back to their owners)."""
     forward = sum(layer_input_dims)
-    backward = sum(layer_input_dims[1:])  # layer 0's input (the features) needs no gradient
+    backward = sum(layer_input_dims[0 if input_grad else 1:])  # plain features need no gradient
     return FLOAT * rows_per_rank * (forward + backward) + allreduce_bytes(params + 2, world_size)
 
 
@@ -93,15 +97,16 @@ def predicted_bytes(raw, metis_dir, cfg, ranks: int) -> dict:
 
     info = json.loads((Path(raw) / "graph.json").read_text())
     model = build_model(cfg.model, info["num_features"], cfg.hidden, info["num_classes"], cfg.layers,
-                        cfg.dropout, cfg.heads)
+                        cfg.dropout, cfg.heads, cfg.residual, cfg.norm)
     params = sum(p.numel() for p in model.parameters())
-    width = cfg.hidden * (cfg.heads if getattr(model, "takes_heads", False) else 1)  # concatenated heads
-    dims = [info["num_features"]] + [width] * (cfg.layers - 1)
+    blocks = getattr(model, "blocks", None) is not None  # input projection first: every layer input is hidden wide
+    width = cfg.hidden * (cfg.heads if getattr(model, "takes_heads", False) and not blocks else 1)  # concatenated
+    dims = [width] * cfg.layers if blocks else [info["num_features"]] + [width] * (cfg.layers - 1)
     k = json.loads((Path(metis_dir) / "manifest.json").read_text())["num_chunks"]
     owner = owner_of_chunks(chunk_sets("fixed", k, ranks, 0, 0), k)
     node_rank = owner[np.load(Path(metis_dir) / "node_chunk.npy")]
     rows = boundary_rows(raw, node_rank, ranks)
-    g, h = grappa_bytes(params, ranks), halo_bytes(rows, dims, params, ranks)
+    g, h = grappa_bytes(params, ranks), halo_bytes(rows, dims, params, ranks, input_grad=blocks)
     return {"params": params, "layer_input_dims": dims, "boundary_rows_per_rank": rows,
             "grappa_bytes_per_rank_per_epoch": g, "halo_bytes_per_rank_per_epoch": h, "halo_over_grappa": h / g,
             "full_graph": cfg.batch_size == 0}
