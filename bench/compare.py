@@ -120,10 +120,6 @@ def prepare_partition(raw: Path, work: Path, method: str, k: int, ranks: int) ->
     return out
 
 
-def metrics_rows(run_dir: Path) -> list[dict]:
-    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
 def curve(rows: list[dict]) -> list[tuple[float, float]]:
     return [(r["elapsed_s"], r["test_metric"]) for r in rows if "test_metric" in r]
 
@@ -527,11 +523,13 @@ def run_plan(a, out: Path, distributed: bool, plan: list[dict], launch: list[str
 
 def summaries(plans: dict) -> tuple[dict, dict, dict, float]:
     """Per-method summaries of the finished runs, their results and curves, and centralized's mean."""
+    from grappa.train.metrics_log import read_metrics
+
     results, curves, conv = {}, {}, {}
     for r in plans[False] + plans[True]:
         res = json.loads((Path(r["out"]) / "result.json").read_text())
         results.setdefault(r["method"], []).append(res)
-        rows = metrics_rows(Path(r["out"]))  # one read for the curve and the flag
+        rows = read_metrics(r["out"])  # one read for the curve and the flag
         curves.setdefault(r["method"], []).append(curve(rows))
         conv.setdefault(r["method"], []).append(converged(rows))
     # 98% of centralized accuracy (of the best method when centralized was not run)

@@ -76,11 +76,13 @@ def thread_env(threads: int) -> dict:
 
 def grappa_train(raw: Path, flags: list[str], epochs: int, env: dict, python=sys.executable) -> dict:
     """A centralized grappa run (``python``: this environment's, or the peer's to run on its torch)."""
+    from grappa.train.metrics_log import read_metrics
+
     with tempfile.TemporaryDirectory() as d:
         sh([python, "-m", "grappa.train", "--data", raw, "--out", Path(d) / "run", *flags,
             "--epochs", epochs, "--eval-every", epochs, "--no-progress"], env)
         r = json.loads((Path(d) / "run" / "result.json").read_text())
-        rows = [json.loads(line) for line in (Path(d) / "run" / "metrics.jsonl").read_text().splitlines()]
+        rows = read_metrics(Path(d) / "run")
     return {"epoch_s": [row["epoch_time_s"] for row in rows], "eval_s": r["eval_time_s_median"],
             "test_acc": r["test_metric"], "peak_rss_mb": r["peak_rss_mb_max"]}
 

@@ -6,6 +6,11 @@ import json
 from pathlib import Path
 
 
+def read_metrics(run_dir) -> list[dict]:
+    """The rows of ``run_dir``/metrics.jsonl, one dict per line (blank lines skipped)."""
+    return [json.loads(x) for x in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if x.strip()]
+
+
 class MetricsLog:
     def __init__(self, out_dir, enabled: bool = True):
         self.enabled = enabled
@@ -27,8 +32,7 @@ class MetricsLog:
         path = self.out / "metrics.jsonl"
         if not self.enabled or not path.exists():
             return
-        rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-        self.rows = [r for r in rows if r.get("epoch", -1) < epoch]
+        self.rows = [r for r in read_metrics(self.out) if r.get("epoch", -1) < epoch]
         tmp = path.with_name(".metrics.jsonl.tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
         tmp.replace(path)
