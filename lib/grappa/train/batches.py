@@ -13,7 +13,7 @@ def step_seed(*parts: int) -> int:
     return int(np.random.default_rng(list(parts)).integers(0, 2**62))
 
 
-def seed_step(*parts: int) -> None:
+def seed_torch(*parts: int) -> None:
     """Seed torch's generator with ``step_seed(*parts)``: the CPU generator only.
     ``torch.manual_seed`` also queues lazy seeding for CUDA, XPU and MTIA, each
     recording a stack trace (about 1 ms a call, a tenth of a small step)."""

@@ -50,7 +50,7 @@ from grappa.models import graph_args, sampled_forward
 from grappa.sampling import NeighborSampler
 from grappa.shards.assemble import LocalGraph, load_chunk_set
 from grappa.shards.schedule import chunk_sets, owner_of_chunks
-from grappa.train.batches import batch_seeds, epoch_order, seed_step
+from grappa.train.batches import batch_seeds, epoch_order, seed_torch
 from grappa.train.distributed_eval import DistributedEvaluator
 from grappa.train.evaluate import loss_fn
 from grappa.train.halo_exchange import HaloPlan
@@ -123,7 +123,7 @@ class LocalTraining(Method):
         if not len(seeds):
             return None
         lg, rank, seed = self.local, self.comm.rank, self.cfg.seed
-        seed_step(seed, epoch, rank, step)
+        seed_torch(seed, epoch, rank, step)
         self.opt.zero_grad()
         if self.sampler is None:
             out = self.model(lg.x, *self.graph)[torch.from_numpy(seeds)]

@@ -22,7 +22,7 @@ from grappa.models import LayerwiseGNN, graph_args, sampled_forward
 from grappa.sampling import NeighborSampler
 from grappa.shards.assemble import ShardRows, load_chunk_set
 from grappa.shards.schedule import SCHEDULES, chunk_sets, owner_of_chunks
-from grappa.train.batches import batch_seeds, epoch_order, seed_step
+from grappa.train.batches import batch_seeds, epoch_order, seed_torch
 from grappa.train.distributed_eval import DistributedEvaluator
 from grappa.train.evaluate import loss_fn
 from grappa.train.gradients import GradientStep
@@ -243,7 +243,7 @@ class GrappaMethod(Method):
         losses = []
         start, self.start_step = self.start_step, 0
         for step in range(start, self.steps):
-            seed_step(seed, epoch, rank, step)
+            seed_torch(seed, epoch, rank, step)
             if self.sampler is not None:
                 self.sampler.rng = np.random.default_rng([seed, epoch, rank, step, 2])
                 seeds = self.batch(order, step)

@@ -25,7 +25,7 @@ from grappa.graph.raw import SPLIT_TRAIN
 from grappa.models import LayerwiseGNN
 from grappa.shards.assemble import load_chunk_set
 from grappa.shards.schedule import chunk_sets, owner_of_chunks
-from grappa.train.batches import seed_step
+from grappa.train.batches import seed_torch
 from grappa.train.distributed_eval import DistributedEvaluator
 from grappa.train.evaluate import loss_fn
 from grappa.train.gradients import GradientStep
@@ -80,7 +80,7 @@ class HaloMethod(Method):
 
     def train_epoch(self, epoch: int) -> float:
         self.model.train()
-        seed_step(self.cfg.seed, epoch, self.comm.rank)
+        seed_torch(self.cfg.seed, epoch, self.comm.rank)
         self.opt.zero_grad(set_to_none=False)
         out = self.forward()
         loss_sum = loss_fn(self.task, out[self.train_idx], self.y[self.train_idx], reduction="sum")

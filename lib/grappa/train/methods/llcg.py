@@ -42,7 +42,7 @@ from grappa.graph.raw import SPLIT_TRAIN
 from grappa.models import sampled_forward
 from grappa.sampling import NeighborSampler
 from grappa.shards.shard_graph import ShardGraph
-from grappa.train.batches import epoch_order, seed_step
+from grappa.train.batches import epoch_order, seed_torch
 from grappa.train.config import make_optimizer
 from grappa.train.evaluate import loss_fn
 from grappa.train.methods.averaging import LocalTraining
@@ -155,7 +155,7 @@ class LLCG(LocalTraining):
         sub = self.server_sampler.sample(seeds)
         x = torch.from_numpy(g.node_rows(sub.nodes, "x"))
         y = torch.from_numpy(g.node_rows(seeds, "y"))
-        seed_step(seed, rnd, self.comm.size, step)  # the server's own dropout stream
+        seed_torch(seed, rnd, self.comm.size, step)  # the server's own dropout stream
         self.server_opt.zero_grad()
         loss_fn(self.task, sampled_forward(self.model, x, sub), y).backward()
         self.server_opt.step()

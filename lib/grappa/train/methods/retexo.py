@@ -44,7 +44,7 @@ from grappa.graph.raw import SPLIT_TRAIN
 from grappa.models import LayerwiseGNN, as_float, dropout, sparse_adjacency
 from grappa.shards.assemble import load_chunk_set
 from grappa.shards.schedule import chunk_sets, owner_of_chunks
-from grappa.train.batches import seed_step
+from grappa.train.batches import seed_torch
 from grappa.train.distributed_eval import DistributedEvaluator
 from grappa.train.evaluate import loss_fn
 from grappa.train.gradients import GradientStep
@@ -210,7 +210,7 @@ class Retexo(Method):
             self.h = self._inputs_of(self.stage)
         m, n, s = self.model, self.plan.num_owned, self.stage
         m.train()
-        seed_step(self.cfg.seed, epoch, self.comm.rank)
+        seed_torch(self.cfg.seed, epoch, self.comm.rank)
         self.opt.zero_grad(set_to_none=False)
         out = m.stage_logits(s, self.h, self.graph)[:n]
         loss_sum = loss_fn(self.task, out[self.train_idx], self.y[self.train_idx], reduction="sum")
