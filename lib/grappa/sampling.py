@@ -45,27 +45,8 @@ class NeighborSampler:
         (all of them for fan-out -1), grouped by destination in frontier
         order: a sample's edges come sorted by destination, so its adjacency
         is built without a sort (``grappa.models.sparse_adjacency``)."""
-        starts, counts = self.csr.in_edge_ranges(frontier)
-        kept = counts if fanout < 0 else np.minimum(counts, fanout)
-        pos, seg = expand_ranges(starts, kept)  # each node's first kept positions: all of them where it keeps all
-        big = np.flatnonzero(kept < counts)
-        if len(big):
-            # The others draw the positions they keep into their slots: the in-edges a node does not keep are
-            # never listed.
-            first = np.cumsum(kept) - kept
-            pos[first[big, None] + np.arange(fanout)] = starts[big, None] + self._distinct_offsets(counts[big], fanout)
+        pos, seg = sample_ranges(*self.csr.in_edge_ranges(frontier), fanout, self.rng)
         return self.csr.sources(pos), seg
-
-    def _distinct_offsets(self, counts: np.ndarray, k: int) -> np.ndarray:
-        """(len(counts), k): k distinct offsets in [0, counts[i]) per row, every
-        k-subset equally likely (Floyd's algorithm, one column per step for all
-        rows at once: O(rows x k^2), whatever the degrees)."""
-        out = np.empty((len(counts), k), np.int64)
-        for j in range(k):
-            top = counts - k + j  # step j draws from [0, top], and takes top itself if the draw is taken
-            t = (self.rng.random(len(counts)) * (top + 1)).astype(np.int64)
-            out[:, j] = np.where((out[:, :j] == t[:, None]).any(1), top, t)
-        return out
 
     def sample(self, seeds) -> SampledSubgraph:
         seeds = np.asarray(seeds, dtype=np.int64)
@@ -100,3 +81,30 @@ class NeighborSampler:
         ei = torch.from_numpy(np.stack([np.concatenate(srcs), np.concatenate(dsts)])) if srcs else \
             torch.zeros((2, 0), dtype=torch.int64)
         return SampledSubgraph(nodes, ei, len(seeds), tuple(hop_nodes))
+
+
+def sample_ranges(starts: np.ndarray, counts: np.ndarray, k: int, rng: np.random.Generator
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``k`` distinct positions of each range ``starts[i]:starts[i] +
+    counts[i]`` (every k-subset equally likely; all of a range with at most
+    k, or for k = -1), grouped by range in order, and for each its range i."""
+    kept = counts if k < 0 else np.minimum(counts, k)
+    pos, seg = expand_ranges(starts, kept)  # each range's first kept positions: all of them where it keeps all
+    big = np.flatnonzero(kept < counts)
+    if len(big):
+        # The others draw the positions they keep into their slots: what a range does not keep is never listed.
+        first = np.cumsum(kept) - kept
+        pos[first[big, None] + np.arange(k)] = starts[big, None] + distinct_offsets(counts[big], k, rng)
+    return pos, seg
+
+
+def distinct_offsets(counts: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """(len(counts), k): k distinct offsets in [0, counts[i]) per row, every
+    k-subset equally likely (Floyd's algorithm, one column per step for all
+    rows at once: O(rows x k^2), whatever the degrees)."""
+    out = np.empty((len(counts), k), np.int64)
+    for j in range(k):
+        top = counts - k + j  # step j draws from [0, top], and takes top itself if the draw is taken
+        t = (rng.random(len(counts)) * (top + 1)).astype(np.int64)
+        out[:, j] = np.where((out[:, :j] == t[:, None]).any(1), top, t)
+    return out

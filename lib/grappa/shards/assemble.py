@@ -18,11 +18,17 @@ of their sources: an h-layer model's outputs at the training nodes are then
 exact (every node it reads at hop k < h has all its in-edges). Local ids:
 owned nodes, then the halo nodes with all their in-edges (``num_complete``
 counts both), then the feature-only halo.
+
+When that whole halo does not fit its budget, a *partial* one can
+(``sampled_halo``): each hop reads only up to k in-edges of each node, drawn
+from its whole in-edge list, along the training nodes' upstream reach. For a
+neighbour-sampled model with caps at its fan-outs it is the whole halo as
+the sampler sees it, at a fraction of the bytes (docs/BENCHMARKS.md).
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -33,6 +39,7 @@ import torch
 from grappa.errors import InputError
 from grappa.graph.csr import CSR, index_dtype
 from grappa.graph.raw import SPLIT_TRAIN
+from grappa.sampling import sample_ranges
 from grappa.shards.format import feature_dtype, load_manifest
 
 
@@ -55,6 +62,8 @@ class LocalGraph:
     num_complete: int = -1  # the first num_complete nodes have all their in-edges (-1: num_owned)
     halo_hops: int = 0  # the hops of halo read (within the budget)
     bytes_read: int = 0  # from the shards, the set's own and the halo's
+    halo_caps: tuple[int, ...] | None = None  # per hop, the in-edges read of each node (None: all, -1: all)
+    halo_read: list = field(default_factory=list)  # per hop read: (nodes added, edges added, bytes they hold)
 
     def __post_init__(self):
         if self.num_complete < 0:
@@ -105,18 +114,43 @@ def _node_bytes(m: dict) -> int:
 
 
 def load_chunk_set(dataset, chunks: list[int], halo_hops: int = 0, halo_budget_bytes: float = np.inf,
-                   hold_in_edges: bool = True) -> LocalGraph:
+                   hold_in_edges: bool = True, sampled: tuple[tuple[int, ...], ...] = (),
+                   rng: np.random.Generator | None = None, whole: bool = True) -> LocalGraph:
     """The local graph of ``chunks``; ``halo_hops`` as in the module docstring,
     each hop added only while the halo stays within ``halo_budget_bytes``
     (``LocalGraph.halo_hops`` says how many were). ``hold_in_edges=False``:
     when no halo hop is read, the set's in-edges are streamed from the shards
     and only the isolated CSR is kept (``full_*`` are None; an evaluator
-    streams them again: ``HaloPlan.from_shards``)."""
+    streams them again: ``HaloPlan.from_shards``).
+
+    ``sampled``: when the whole halo's hops do not all fit, partial halos to
+    try in order (``sampled_halo``), each a tuple of per-hop in-edge caps
+    (-1: every in-edge) drawn with ``rng``: the first whose hops all fit is
+    kept, else the last with the hops that fit. ``whole=False`` goes to them
+    without trying the whole halo."""
     d = Path(dataset)
     m = load_manifest(d)
     if not chunks:
         return empty_local_graph(m)
     reader = ShardRows(d, m)
+    lg = _load_whole(reader, chunks, halo_hops if whole or not sampled else 0, halo_budget_bytes, hold_in_edges)
+    if not sampled or lg.halo_hops >= halo_hops or np.all(lg.coverage >= 1):  # all read, or nothing to read
+        return lg
+    if lg.halo_hops:  # a partial whole halo: start again from the isolated set
+        del lg
+        lg = _load_whole(reader, chunks, 0, halo_budget_bytes, hold_in_edges)
+    rng = np.random.default_rng(0) if rng is None else rng
+    for i, caps in enumerate(sampled):
+        part = sampled_halo(reader, lg, caps[:halo_hops], halo_budget_bytes, rng)
+        if part.halo_hops == halo_hops or i == len(sampled) - 1:
+            return part if part.halo_hops else lg
+    return lg
+
+
+def _load_whole(reader: ShardRows, chunks: list[int], halo_hops: int, halo_budget_bytes: float,
+                hold_in_edges: bool) -> LocalGraph:
+    """``load_chunk_set`` with the whole halo (every in-edge of each hop), or none."""
+    m = reader.m
     if not hold_in_edges:
         lean = _load_isolated(reader, chunks, halo_hops, halo_budget_bytes)
         if lean is not None:
@@ -128,8 +162,9 @@ def load_chunk_set(dataset, chunks: list[int], halo_hops: int = 0, halo_budget_b
     src_local, dst_in = pos[src_g[inside]].astype(np.int64), dst[inside]
     all_gid, all_x, all_deg, complete, hops = gid, x, gdeg, n, 0
     if halo_hops and not inside.all():
-        complete_gid, e_src, e_dst, hops = _upstream_halo(reader, gid, src_g, dst, split, inside, halo_hops,
-                                                          halo_budget_bytes)
+        complete_gid, e_src, e_dst, per_hop = _upstream_halo(reader, gid, src_g, dst, split, inside, halo_hops,
+                                                             halo_budget_bytes)
+        hops = len(per_hop)
     if hops:
         missing = np.setdiff1d(np.concatenate([src_g[~inside], e_src]), np.concatenate([gid, complete_gid]))
         halo_gid = np.concatenate([complete_gid, missing])  # each part sorted: complete first
@@ -146,7 +181,7 @@ def load_chunk_set(dataset, chunks: list[int], halo_hops: int = 0, halo_budget_b
                       y=_labels(y), split=split,
                       global_in_degree=all_deg, csr=csr, coverage=coverage,
                       full_src_global=src_g, full_dst_local=dst, full_src_chunk=src_c, num_complete=complete,
-                      halo_hops=hops, bytes_read=reader.bytes_read)
+                      halo_hops=hops, bytes_read=reader.bytes_read, halo_read=per_hop if hops else [])
 
 
 NODE_ARRAYS = ("global_id", "x", "y", "split", "in_degree")
@@ -257,38 +292,100 @@ def _open_shard(path: Path):
 
 
 def _upstream_halo(reader: ShardRows, gid, src_g, dst, split, inside, hops: int, budget: float):
-    """(complete, e_src, e_dst, hops used): the halo nodes within hops - 1 hops
+    """(complete, e_src, e_dst, per hop): the halo nodes within hops - 1 hops
     upstream of the owned training nodes (sorted global ids) and their
-    in-edges read from the shards (global source, global destination). A hop
-    that would take the halo past ``budget`` bytes is not added."""
+    in-edges read from the shards (global source, global destination), and
+    per hop added (nodes, edges, bytes). A hop that would take the halo past
+    ``budget`` bytes is not added."""
     owned, node_b = np.sort(gid), _node_bytes(reader.m)
     complete, e_src, e_dst = (np.zeros(0, np.int64) for _ in range(3))
     # hop 1's cost before any of it is read; a mask, not a copy of the cut edges (a large set has millions)
     missing = np.zeros(reader.m["num_nodes"], bool)
     missing[src_g] = True
     missing[gid] = False
-    cost = int(missing.sum()) * node_b + int((~inside).sum()) * HALO_EDGE_BYTES
+    n_missing, n_cut = int(missing.sum()), int((~inside).sum())
     del missing
+    cost = n_missing * node_b + n_cut * HALO_EDGE_BYTES
     if cost > budget:
-        return complete, e_src, e_dst, 0
+        return complete, e_src, e_dst, []
+    per_hop = [(n_missing, n_cut, cost)]
     frontier = gid[np.flatnonzero(split == SPLIT_TRAIN)]
-    for hop in range(1, hops):
+    for _ in range(1, hops):
         # in-neighbours of the frontier: from the owned in-edges and from those read so far
         nbrs = np.union1d(src_g[np.isin(dst, np.flatnonzero(np.isin(gid, frontier)))],
                           e_src[np.isin(e_dst, frontier)])
         new = np.setdiff1d(np.setdiff1d(nbrs, owned, assume_unique=True), complete, assume_unique=True)
         if not len(new):
-            return complete, e_src, e_dst, hops
+            per_hop += [(0, 0, 0)] * (hops - len(per_hop))
+            break
         if cost + int(reader.degrees(new).sum()) * HALO_EDGE_BYTES > budget:
-            return complete, e_src, e_dst, hop
+            break
         s, t = reader.in_edges(new)
         sources = np.setdiff1d(np.unique(s), np.concatenate([owned, complete, new]))
-        cost += len(s) * HALO_EDGE_BYTES + len(sources) * node_b  # an upper bound: some were already there
-        if cost > budget:
-            return complete, e_src, e_dst, hop
+        added = len(s) * HALO_EDGE_BYTES + len(sources) * node_b  # an upper bound: some were already there
+        if cost + added > budget:
+            break
+        cost += added
+        per_hop.append((len(sources), len(s), added))
         e_src, e_dst = np.concatenate([e_src, s]), np.concatenate([e_dst, t])
         complete, frontier = np.union1d(complete, new), nbrs
-    return complete, e_src, e_dst, hops
+    return complete, e_src, e_dst, per_hop
+
+
+def sampled_halo(reader: ShardRows, lg: LocalGraph, caps: tuple[int, ...], budget: float,
+                 rng: np.random.Generator, seeds: np.ndarray | None = None) -> LocalGraph:
+    """``lg`` (an isolated set) with a partial halo, read hop by hop while it
+    stays within ``budget`` bytes: hop h reads up to ``caps[h]`` in-edges
+    (-1: all) of each node h hops upstream of the training nodes (or of
+    ``seeds``, local ids of owned nodes) through the edges read so far,
+    drawn without replacement from its *whole* in-edge list in the shards,
+    and the features of their sources. A drawn row
+    replaces the node's isolated one; a uniform draw of a node's in-edges is
+    a uniform draw of its neighbourhood, so its coverage becomes 1. With
+    caps of at least the fan-outs, a sampler's draw from the drawn rows is a
+    draw from the whole graph's (fixed for as long as the set is held).
+    Local ids: owned nodes, then halo nodes with drawn rows, then feature-only."""
+    n, num_nodes, node_b = lg.num_owned, reader.m["num_nodes"], _node_bytes(reader.m)
+    gid = lg.global_id[:n]
+    owned, have, drawn = (np.zeros(num_nodes, bool) for _ in range(3))  # have: features held
+    owned[gid] = have[gid] = True
+    frontier = gid[lg.split == SPLIT_TRAIN] if seeds is None else np.unique(gid[seeds])
+    cost, per_hop, e_src, e_dst = 0, [], [], []
+    for k in caps:
+        new = np.sort(frontier[~drawn[frontier]])
+        if not len(new):
+            per_hop += [(0, 0, 0)] * (len(caps) - len(per_hop))
+            break
+        deg = reader.degrees(new)
+        if cost + int((deg if k < 0 else np.minimum(deg, k)).sum()) * HALO_EDGE_BYTES > budget:
+            break
+        s, t = reader.in_edges(new, k, rng)
+        fresh = np.unique(s[~have[s]])
+        added = len(s) * HALO_EDGE_BYTES + len(fresh) * node_b
+        if cost + added > budget:
+            break
+        cost += added
+        per_hop.append((len(fresh), len(s), added))
+        have[fresh], drawn[new] = True, True
+        e_src.append(s)
+        e_dst.append(t)
+        frontier = np.unique(s)
+    if not per_hop:
+        return lg
+    halo_gid = np.concatenate([np.flatnonzero(drawn & ~owned), np.flatnonzero(have & ~owned & ~drawn)])
+    del owned, have
+    hx, hdeg = reader.features(halo_gid)
+    all_gid = np.concatenate([gid, halo_gid])
+    pos = _position_map(all_gid, num_nodes)
+    src_l, dst_l = lg.csr.indices, lg.csr.dst_of_edges()
+    keep = ~drawn[gid[dst_l]]  # the isolated rows of the owned nodes not drawn
+    csr = CSR.from_edges(np.concatenate([src_l[keep], pos[np.concatenate(e_src)]]),
+                         np.concatenate([dst_l[keep], pos[np.concatenate(e_dst)]]), len(all_gid))
+    coverage = np.where(drawn[gid], 1.0, lg.coverage)
+    return replace(lg, global_id=all_gid, x=torch.from_numpy(np.concatenate([lg.x.numpy(), hx])),
+                   global_in_degree=np.concatenate([lg.global_in_degree[:n], hdeg]), csr=csr, coverage=coverage,
+                   num_complete=n, halo_hops=len(per_hop), bytes_read=reader.bytes_read, halo_caps=tuple(caps),
+                   halo_read=per_hop)
 
 
 def empty_local_graph(m: dict) -> LocalGraph:
@@ -307,11 +404,14 @@ class ShardRows:
     """Reads the rows of given nodes (sorted global ids within each chunk) from
     their shards: in-degrees, in-edges, features. One shard open at a time, and
     of each dataset only the range between the first and last row wanted;
-    ``bytes_read`` counts what was read."""
+    ``bytes_read`` counts what was read. ``cache=True`` (a reader used again
+    and again: ``grappa.shards.halo_groups``) keeps each shard it opened open,
+    with its ids and row offsets (16 B per node of the shard)."""
 
-    def __init__(self, directory: Path, manifest: dict, edge_block: int = EDGE_BLOCK):
+    def __init__(self, directory: Path, manifest: dict, edge_block: int = EDGE_BLOCK, cache: bool = False):
         self.dir, self.m, self.edge_block = Path(directory), manifest, edge_block
         self.bytes_read = 0
+        self._cache: dict | None = {} if cache else None
 
     def path(self, chunk: int) -> Path:
         return self.dir / self.m["chunks"][int(chunk)]["file"]
@@ -320,14 +420,30 @@ class ShardRows:
     def node_chunk(self) -> np.ndarray:
         return np.load(self.dir / "node_chunk.npy", mmap_mode="r")
 
+    @contextmanager
+    def _shard(self, c: int):
+        """(the open shard or its datasets by name, its sorted global ids, its rows' in-edge offsets: n + 1)."""
+        if self._cache is not None and c in self._cache:
+            yield self._cache[c]
+            return
+        with _open_shard(self.path(c)) as f:
+            ids, deg = self._read(f["nodes/global_id"], 0, None), self._read(f["nodes/in_degree"], 0, None)
+            entry = (f, ids, np.concatenate([[0], np.cumsum(deg)]))
+            if self._cache is None:
+                yield entry
+                return
+        f = h5py.File(self.path(c), "r")
+        # the datasets a reader used again reads, looked up once (h5py's lookup costs more than a small read)
+        self._cache[c] = entry = ({k: f[k] for k in ("edges/src_global", "nodes/x")}, *entry[1:], f)
+        yield entry
+
     def _by_chunk(self, nodes: np.ndarray):
-        """(positions into ``nodes``, the open shard, rows within it) per chunk."""
+        """(positions into ``nodes``, the open shard, rows within it, the shard's row offsets) per chunk."""
         chunk = np.asarray(self.node_chunk[nodes])
         for c in np.unique(chunk):
             sel = np.flatnonzero(chunk == c)
-            with h5py.File(self.path(c), "r") as f:
-                ids = self._read(f["nodes/global_id"], 0, None)
-                yield sel, f, np.searchsorted(ids, nodes[sel])
+            with self._shard(int(c)) as (f, ids, starts, *_):
+                yield sel, f, np.searchsorted(ids, nodes[sel]), starts
 
     def _read(self, dataset, lo: int, hi: int | None) -> np.ndarray:
         a = dataset[lo:hi]
@@ -342,30 +458,30 @@ class ShardRows:
 
     def degrees(self, nodes: np.ndarray) -> np.ndarray:
         deg = np.zeros(len(nodes), np.int64)
-        for sel, f, pos in self._by_chunk(nodes):
-            deg[sel] = self._read(f["nodes/in_degree"], 0, None)[pos]
+        for sel, _, pos, starts in self._by_chunk(nodes):
+            deg[sel] = starts[pos + 1] - starts[pos]
         return deg
 
-    def in_edges(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Every in-edge of ``nodes``: (source global ids, destination global ids)."""
+    def in_edges(self, nodes: np.ndarray, k: int = -1, rng: np.random.Generator | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """Every in-edge of ``nodes`` (k = -1), or up to ``k`` of each drawn
+        with ``rng`` without replacement: (source global ids, destination global ids)."""
         src, dst = [], []
-        for sel, f, pos in self._by_chunk(nodes):
-            deg = self._read(f["nodes/in_degree"], 0, None)
-            start, count = np.concatenate([[0], np.cumsum(deg)])[pos], deg[pos]
-            # the edges are sorted by destination: row v is start[v] .. start[v] + count[v]
-            idx = np.repeat(start - np.cumsum(count) + count, count) + np.arange(count.sum())
+        for sel, f, pos, starts in self._by_chunk(nodes):
+            # the edges are sorted by destination: row v is starts[v] .. starts[v + 1]
+            idx, seg = sample_ranges(starts[pos], starts[pos + 1] - starts[pos], k, rng)
             if len(idx):
                 lo = int(idx.min())
                 src.append(self._read(f["edges/src_global"], lo, int(idx.max()) + 1)[idx - lo])
-                dst.append(np.repeat(nodes[sel], count))
+                dst.append(nodes[sel][seg])
         return (np.concatenate(src), np.concatenate(dst)) if src else (np.zeros(0, np.int64),) * 2
 
     def features(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Features and global in-degrees of ``nodes``."""
         x = np.zeros((len(nodes), self.m["num_features"]), feature_dtype(self.m))
         deg = np.zeros(len(nodes), np.int64)
-        for sel, f, pos in self._by_chunk(nodes):
+        for sel, f, pos, starts in self._by_chunk(nodes):
             lo, hi = int(pos.min()), int(pos.max()) + 1
             x[sel] = self._read(f["nodes/x"], lo, hi)[pos - lo]
-            deg[sel] = self._read(f["nodes/in_degree"], lo, hi)[pos - lo]
+            deg[sel] = starts[pos + 1] - starts[pos]
         return x, deg

@@ -115,8 +115,7 @@ def config_from_args(a) -> TrainConfig:
         raise InputError("--comm-timeout", f"must exceed the longest legitimate wait of --method {cfg.method} "
                          f"({wait:g} s: its averaging period), got {cfg.comm_timeout:g}",
                          f"raise --comm-timeout above {wait:g}, or average more often")
-    if resolve(cfg.method).full_graph_only and cfg.batch_size:
-        raise InputError("--batch-size", f"--method {cfg.method} is full-graph training", "use --batch-size 0")
+    resolve(cfg.method).check_config(cfg)
     if cfg.batch_size and len(cfg.fanouts) != cfg.layers:
         raise InputError("--fanouts", f"needs one fan-out per layer ({cfg.layers}), got {cfg.fanouts}",
                          f"give {cfg.layers} values, or leave --fanouts out for 10 per layer")

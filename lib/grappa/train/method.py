@@ -132,6 +132,13 @@ class Method:
         return world_size
 
     @classmethod
+    def check_config(cls, cfg) -> None:
+        """Refuse flags that do not go together for this method (an ``InputError``):
+        called once the options are parsed, before anything is read or started."""
+        if cls.full_graph_only and cfg.batch_size:
+            raise InputError("--batch-size", f"--method {cfg.method} is full-graph training", "use --batch-size 0")
+
+    @classmethod
     def expected_wait_s(cls, options) -> float:
         """The longest a rank may legitimately wait in one collective (a round of
         time-based averaging): the stall warning and --comm-timeout must exceed it."""

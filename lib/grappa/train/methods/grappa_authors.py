@@ -74,6 +74,7 @@ class GrappaAuthors(GrappaMethod):
         return 1
 
     halo_budget_bytes = np.inf  # the authors' code reads every in-edge of its chunks
+    halo_mode = "exact"
     per_rank_batch = True  # and takes the largest rank's step count
 
     def chunk_sets_of(self, super_epoch: int) -> list[list[int]]:

@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from grappa.errors import check_options
+from grappa.errors import InputError, check_options
 from grappa.graph.raw import SPLIT_TRAIN
 from grappa.models import LayerwiseGNN, graph_args, sampled_forward
 from grappa.sampling import NeighborSampler
 from grappa.shards.assemble import ShardRows, load_chunk_set
+from grappa.shards.halo_groups import HaloGroups
 from grappa.shards.schedule import SCHEDULES, chunk_sets, owner_of_chunks
 from grappa.train.batches import batch_seeds, epoch_order, seed_torch
 from grappa.train.distributed_eval import DistributedEvaluator
@@ -31,6 +32,17 @@ from grappa.train.loop import StopRequested
 from grappa.train.method import Method
 
 WEIGHTINGS = ("uniform", "coverage", "shrinkage", "node")
+# What a rank reads of its halo: every in-edge (exact); hop 1's and the later hops' drawn at the fan-outs for
+# the whole super-epoch (hop1); every hop's drawn so (sampled); each group of steps' seeds' halo drawn at the
+# fan-outs before the group (groups, grappa.shards.halo_groups); auto: exact if it fits, else groups.
+HALO_MODES = ("auto", "exact", "groups", "hop1", "sampled")
+HALO_READ = ("isolated", "exact", "hop1", "sampled", "groups")  # what a load ended with
+
+
+def partial_halos(mode: str, fanouts: list[int]) -> tuple[tuple[int, ...], ...]:
+    """The partial halos a super-epoch's load tries for ``mode``, as per-hop in-edge caps (-1: all)."""
+    f = tuple(fanouts)
+    return {"hop1": ((-1, *f[1:]),), "sampled": (f,)}.get(mode, ())
 
 
 @dataclass
@@ -52,6 +64,12 @@ class GrappaOptions:
                 "its share, so an epoch has the steps of a one-process run"})
     halo_budget_mb: float = field(default=512.0, metadata={"help": "per rank: a halo hop that would hold more is "
                                                                    "not read (large graphs fall back to isolation)"})
+    # auto: the exact halo where it fits, else (mini-batch) the partial one that does (docs/BENCHMARKS.md)
+    halo_mode: str = field(default="auto", metadata={
+        "help": "what of the halo to read: exact (every in-edge), groups (before each group of steps, its "
+                "seeds' halo drawn at the fan-outs, the groups sized to the budget), hop1 (hop 1 exact, later "
+                "hops drawn at the fan-outs, once a super-epoch), sampled (every hop drawn so); auto: exact if "
+                "it fits, else groups. All but exact need --batch-size", "choices": HALO_MODES})
 
     def __post_init__(self):
         check_options(self, (("--repartition-every", self.repartition_every >= 0, "0 (never) or more"),
@@ -76,6 +94,10 @@ class GrappaMethod(Method):
             global batch, split over the ranks by their training nodes (default False).
         halo_budget_mb (float): per rank, the most the halo may hold; a hop
             past it is not read (default 512).
+        halo_mode (str): ``exact`` | ``groups`` | ``hop1`` | ``sampled`` |
+            ``auto``: in mini-batch mode, where the exact halo does not fit,
+            each group of steps reads its seeds' halo drawn at the fan-outs
+            (default ``auto``).
     """
 
     name, label, Options = "grappa", "grappa", GrappaOptions
@@ -100,7 +122,19 @@ class GrappaMethod(Method):
         self.super_epoch = None
         self.switch_times: list[float] = []
         self.halo_hops_read: list[float] = []  # per load: the mean over ranks of the hops within the budget
+        self.halo_read: list[dict] = []  # per load: what the ranks read of their halos (``_halo_summary``)
+        self.groups: HaloGroups | None = None  # a halo read per group of steps (halo_groups.py)
+        self.group_held = self.group_held_max = 0.0  # the most a group's halo held (this epoch, the run's mean)
+        self.groups_over_budget = 0
         self.shard_bytes_read = 0.0  # mean over ranks, all loads
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        super().check_config(cfg)
+        mode = getattr(cfg.options, "halo_mode", "auto")
+        if mode in ("groups", "hop1", "sampled") and not cfg.batch_size:
+            raise InputError("--halo-mode", f"{mode} draws in-edges at the fan-outs, for mini-batch training",
+                             "give --batch-size, or use --halo-mode exact")
 
     # ------------------------------------------------------------ super-epochs
     @property
@@ -127,6 +161,10 @@ class GrappaMethod(Method):
         return self.opts.per_rank_batch
 
     @property
+    def halo_mode(self) -> str:
+        return self.opts.halo_mode
+
+    @property
     def halo_budget_bytes(self) -> float:
         return self.opts.halo_budget_mb * 2**20
 
@@ -143,23 +181,53 @@ class GrappaMethod(Method):
         with self.phases.phase("repartition"):
             self._load_sets(s)
 
+    def halo_plan(self) -> tuple[bool, tuple[tuple[int, ...], ...]]:
+        """(try the exact halo, the partial ones to fall back to in order: per-hop in-edge caps, -1 all)."""
+        if not self.cfg.batch_size:  # full-graph layers read every in-edge: no partial halo
+            return True, ()
+        return self.halo_mode in ("auto", "exact"), partial_halos(self.halo_mode, self.cfg.fanouts[: self.cfg.layers])
+
+    def _plan_groups(self, lg, s: int):
+        """The isolated set and its ``HaloGroups`` where a mini-batch rank's exact halo does not fit
+        (``auto``) or is not wanted (``groups``); else ``lg`` and None."""
+        if self.halo_mode not in ("auto", "groups") or not self.cfg.batch_size or lg.halo_hops >= self.halo_hops \
+                or np.all(lg.coverage >= 1):
+            return lg, None
+        if lg.halo_hops:  # part of the exact halo: start again from the isolated set
+            del lg
+            lg = load_chunk_set(self.dir, self.sets[self.comm.rank], 0, 0, hold_in_edges=not self._streams)
+        rng = np.random.default_rng([self.cfg.seed, s, self.comm.rank, 6])
+        return lg, HaloGroups.plan(self.dir, lg, self.cfg.fanouts[: self.cfg.layers], self.halo_budget_bytes,
+                                   self.seed_nodes(lg), rng)
+
+    @property
+    def _streams(self) -> bool:
+        # A streaming evaluator re-reads the in-edges from the shards: an isolated set need not hold them.
+        return getattr(self.model, "streams", False)
+
     def _load_sets(self, s: int) -> None:
         t0 = time.perf_counter()
         self.comm.barrier()
         self.sets = self.chunk_sets_of(s)
-        # A streaming evaluator re-reads the in-edges from the shards: an isolated set need not hold them.
-        self.local = lg = load_chunk_set(self.dir, self.sets[self.comm.rank], self.halo_hops, self.halo_budget_bytes,
-                                         hold_in_edges=not getattr(self.model, "streams", False))
+        whole, partial = self.halo_plan()
+        self.local = self.groups = self.evaluator = None  # the previous set goes before the next is read
+        lg, self.groups = self._plan_groups(load_chunk_set(
+            self.dir, self.sets[self.comm.rank], self.halo_hops, self.halo_budget_bytes,
+            hold_in_edges=not self._streams, sampled=partial,
+            rng=np.random.default_rng([self.cfg.seed, s, self.comm.rank, 5]), whole=whole), s)
+        self.local = lg
         self.train_nodes, self.coverage = self.seed_nodes(lg), self.coverage_of(lg)
         self.comm.fault_point("repartition")
         cov = self.coverage[self.train_nodes]
-        # Scalars, once per super-epoch: mean coverage over ranks (shrinkage) and steps per epoch.
-        stats = torch.tensor([cov.mean() if len(cov) else 0.0, float(len(cov) > 0), lg.halo_hops, lg.bytes_read,
-                              len(cov)], dtype=torch.float64)
+        # Scalars, once per super-epoch: mean coverage over ranks (shrinkage), steps per epoch, what was read.
+        hops = self.halo_hops if self.groups is not None else lg.halo_hops  # groups: each reads every hop
+        stats = torch.tensor([cov.mean() if len(cov) else 0.0, float(len(cov) > 0), hops, lg.bytes_read,
+                              len(cov), *self._halo_stats(lg)], dtype=torch.float64)
         tot = self.comm.allreduce(stats, category="control")
         self.mean_c = float(tot[0] / max(float(tot[1]), 1.0))
         self.halo_hops_read.append(float(tot[2]) / self.comm.size)
         self.shard_bytes_read += float(tot[3]) / self.comm.size
+        self.halo_read.append(self._halo_summary(tot[5:].tolist()))
         self.steps, self.rank_batch = self.steps_and_batch(int(tot[4]))
         bs = self.cfg.batch_size
         self.sampler = NeighborSampler(lg.csr, self.cfg.fanouts[: self.cfg.layers], 0) if bs else None
@@ -173,6 +241,19 @@ class GrappaMethod(Method):
         self.evaluator = None  # rebuilt lazily: ownership changed
         self.super_epoch = s
         self.switch_times.append(time.perf_counter() - t0)
+
+    def _halo_stats(self, lg) -> list[float]:
+        """What this rank read: one-hot over HALO_READ, then (nodes, edges, bytes) for each of the halo's hops."""
+        kind = 4 if self.groups is not None else 0 if not lg.halo_hops else 1 if lg.halo_caps is None else \
+            2 if lg.halo_caps[0] < 0 else 3
+        per_hop = (list(lg.halo_read) + [(0, 0, 0)] * self.halo_hops)[: self.halo_hops]
+        return [float(kind == i) for i in range(len(HALO_READ))] + [float(v) for hop in per_hop for v in hop]
+
+    def _halo_summary(self, sums: list[float]) -> dict:
+        """The ranks' ``_halo_stats`` summed: ranks per kind of halo read, and per hop the mean over ranks."""
+        k, p = len(HALO_READ), self.comm.size
+        hops = [dict(zip(("nodes", "edges", "bytes"), (v / p for v in sums[i:i + 3]))) for i in range(k, len(sums), 3)]
+        return {"ranks": {name: int(c) for name, c in zip(HALO_READ, sums[:k]) if c}, "per_hop_mean": hops}
 
     # ------------------------------------------------------------ steps
     def steps_and_batch(self, total_seeds: int) -> tuple[int, int]:
@@ -240,11 +321,13 @@ class GrappaMethod(Method):
             order = self.train_nodes
         else:
             order = epoch_order(self.train_nodes, seed, epoch, rank)
-        losses = []
+        losses, self.group_held = [], 0.0
         start, self.start_step = self.start_step, 0
         for step in range(start, self.steps):
             seed_torch(seed, epoch, rank, step)
             if self.sampler is not None:
+                if self.groups is not None and (step == start or step % self.group_steps == 0):
+                    self._load_group(order, epoch, step // self.group_steps)
                 self.sampler.rng = np.random.default_rng([seed, epoch, rank, step, 2])
                 seeds = self.batch(order, step)
             else:
@@ -255,18 +338,45 @@ class GrappaMethod(Method):
                 if step + 1 < self.steps:
                     raise StopRequested(epoch, step + 1)
                 self.stop_pending = True
-        mean = torch.tensor([float(np.mean(losses)) if losses else 0.0], dtype=torch.float64)
-        return float(self.comm.allreduce(mean, category="control")[0]) / self.comm.size
+        held, read, over = 0.0, 0.0, 0.0
+        if self.groups is not None:  # the last group's halo goes: the evaluation reads the owned rows only
+            self.local, held, read, over = self.groups.base, self.group_held, self.groups.take_bytes_read(), \
+                self.groups.over_budget
+        stats = torch.tensor([float(np.mean(losses)) if losses else 0.0, held, read, over], dtype=torch.float64)
+        tot = self.comm.allreduce(stats, category="control") / self.comm.size
+        self.group_held_max = max(self.group_held_max, float(tot[1]))
+        self.shard_bytes_read += float(tot[2])
+        self.groups_over_budget = round(float(tot[3]) * self.comm.size)  # this super-epoch's, all ranks
+        return float(tot[0])
+
+    @property
+    def group_steps(self) -> int:
+        return self.groups.steps_per_group(self.rank_batch)
+
+    def _load_group(self, order: np.ndarray, epoch: int, g: int) -> None:
+        """The local graph for group ``g`` of the epoch's steps: the isolated set and its seeds' halo."""
+        k = self.group_steps
+        seeds = np.unique(np.concatenate([self.batch(order, s) for s in range(g * k, min((g + 1) * k, self.steps))]))
+        self.local = None  # the previous group's halo goes first
+        self.local = lg = self.groups.load(seeds, np.random.default_rng([self.cfg.seed, epoch, self.comm.rank, 6, g]))
+        self.coverage = self.coverage_of(lg)
+        self.sampler = NeighborSampler(lg.csr, self.cfg.fanouts[: self.cfg.layers], 0)
+        self.group_held = max(self.group_held, float(sum(b for *_, b in lg.halo_read)))
 
     # ------------------------------------------------------------ evaluation
+    @property
+    def owned(self):
+        """The local graph whose owned rows the evaluator reads (with halo groups, the isolated set)."""
+        return self.groups.base if self.groups is not None else self.local
+
     def evaluate(self) -> tuple[float, float]:
         if self.evaluator is None:
             self.evaluator = self._evaluator()
-        lg = self.local
+        lg = self.owned
         return self.evaluator.metrics(self.model, lg.y[: lg.num_owned], lg.split, self.cfg.metric)
 
     def _evaluator(self) -> DistributedEvaluator:
-        owner, lg = owner_of_chunks(self.sets, self.k), self.local
+        owner, lg = owner_of_chunks(self.sets, self.k), self.owned
         if lg.full_src_global is None:  # the in-edges are not held: the plan streams them from the shards
             plan = HaloPlan.from_shards(self.comm, lg, owner, "eval", ShardRows(self.dir, self.manifest))
             return DistributedEvaluator(plan, lg.x[: lg.num_owned])
@@ -282,7 +392,9 @@ class GrappaMethod(Method):
         o = self.opts
         return dict(weighting=o.weighting, schedule=o.schedule, repartition_every=o.repartition_every,
                     switch_time_s_total=sum(self.switch_times), halo_hops=self.halo_hops,
-                    halo_hops_read=self.halo_hops_read, shard_bytes_read_per_rank=self.shard_bytes_read)
+                    halo_hops_read=self.halo_hops_read, halo_read=self.halo_read, halo_mode=self.halo_mode,
+                    halo_group_held_bytes_max=self.group_held_max, halo_groups_over_budget=self.groups_over_budget,
+                    shard_bytes_read_per_rank=self.shard_bytes_read)
 
 
     @classmethod
