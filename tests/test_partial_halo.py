@@ -124,11 +124,11 @@ def _grappa(np_, data, out, *args):
 
 
 def test_resume_with_halo_groups_is_bitwise(cora_k16, tmp_path):
-    """2 ranks whose exact halo (about 8 MB) is over the budget: auto reads each group
+    """2 ranks whose exact halo (about 8 MB) is over the budget: --halo-mode auto reads each group
     of steps' halo within the budget, and result.json says so. The groups and their
     draws are set by (seed, super-epoch or epoch, rank, group): a run resumed within
     a super-epoch ends with the uninterrupted run's model."""
-    flags = ("--repartition-every", 4, "--halo-budget-mb", 1)
+    flags = ("--repartition-every", 4, "--halo-budget-mb", 1, "--halo-mode", "auto")
     ref, part = tmp_path / "ref", tmp_path / "part"
     assert _grappa(2, cora_k16, ref, "--epochs", 6, *flags).returncode == 0
     assert _grappa(2, cora_k16, part, "--epochs", 3, *flags).returncode == 0

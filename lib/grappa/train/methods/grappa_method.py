@@ -64,12 +64,14 @@ class GrappaOptions:
                 "its share, so an epoch has the steps of a one-process run"})
     halo_budget_mb: float = field(default=512.0, metadata={"help": "per rank: a halo hop that would hold more is "
                                                                    "not read (large graphs fall back to isolation)"})
-    # auto: the exact halo where it fits, else (mini-batch) the partial one that does (docs/BENCHMARKS.md)
-    halo_mode: str = field(default="auto", metadata={
+    # exact: groups hold accuracy where the halo does not fit, but on the 96M-edge graph they made an epoch
+    # 5.5x and the peak 1.8 GB a rank (docs/BENCHMARKS.md): opt-in until their reads are by row block
+    halo_mode: str = field(default="exact", metadata={
         "help": "what of the halo to read: exact (every in-edge), groups (before each group of steps, its "
                 "seeds' halo drawn at the fan-outs, the groups sized to the budget), hop1 (hop 1 exact, later "
                 "hops drawn at the fan-outs, once a super-epoch), sampled (every hop drawn so); auto: exact if "
-                "it fits, else groups. All but exact need --batch-size", "choices": HALO_MODES})
+                "it fits, else groups. All but exact need --batch-size (default: exact, fewer hops past the budget)",
+        "choices": HALO_MODES})
 
     def __post_init__(self):
         check_options(self, (("--repartition-every", self.repartition_every >= 0, "0 (never) or more"),
@@ -97,7 +99,7 @@ class GrappaMethod(Method):
         halo_mode (str): ``exact`` | ``groups`` | ``hop1`` | ``sampled`` |
             ``auto``: in mini-batch mode, where the exact halo does not fit,
             each group of steps reads its seeds' halo drawn at the fan-outs
-            (default ``auto``).
+            (``auto``, ``groups``; default ``exact``).
     """
 
     name, label, Options = "grappa", "grappa", GrappaOptions
