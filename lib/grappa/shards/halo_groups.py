@@ -42,6 +42,7 @@ class HaloGroups:
     budget: float
     seeds_per_group: int
     taken: int = 0
+    taken_over: int = 0
     over_budget: int = 0  # groups that read past the budget
 
     @classmethod
@@ -82,7 +83,9 @@ class HaloGroups:
             lg = sampled_halo(self.reader, self.base, self.fanouts, np.inf, rng, seeds)
         return lg
 
-    def take_bytes_read(self) -> int:
-        """Bytes read from the shards since the last call (the first: since ``plan``, its probe included)."""
-        n, self.taken = self.reader.bytes_read - self.taken, self.reader.bytes_read
-        return n
+    def take_counts(self) -> tuple[int, int]:
+        """(bytes read from the shards, groups over the budget) since the last call (the first: since
+        ``plan``, its probe included), so a run adds up every super-epoch's."""
+        counts = (self.reader.bytes_read - self.taken, self.over_budget - self.taken_over)
+        self.taken, self.taken_over = self.reader.bytes_read, self.over_budget
+        return counts

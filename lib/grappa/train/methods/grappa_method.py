@@ -133,7 +133,7 @@ class GrappaMethod(Method):
     @classmethod
     def check_config(cls, cfg) -> None:
         super().check_config(cfg)
-        mode = getattr(cfg.options, "halo_mode", "auto")
+        mode = getattr(cfg.options, "halo_mode", "exact")
         if mode in ("groups", "hop1", "sampled") and not cfg.batch_size:
             raise InputError("--halo-mode", f"{mode} draws in-edges at the fan-outs, for mini-batch training",
                              "give --batch-size, or use --halo-mode exact")
@@ -342,13 +342,12 @@ class GrappaMethod(Method):
                 self.stop_pending = True
         held, read, over = 0.0, 0.0, 0.0
         if self.groups is not None:  # the last group's halo goes: the evaluation reads the owned rows only
-            self.local, held, read, over = self.groups.base, self.group_held, self.groups.take_bytes_read(), \
-                self.groups.over_budget
+            self.local, held, (read, over) = self.groups.base, self.group_held, self.groups.take_counts()
         stats = torch.tensor([float(np.mean(losses)) if losses else 0.0, held, read, over], dtype=torch.float64)
         tot = self.comm.allreduce(stats, category="control") / self.comm.size
         self.group_held_max = max(self.group_held_max, float(tot[1]))
         self.shard_bytes_read += float(tot[2])
-        self.groups_over_budget = round(float(tot[3]) * self.comm.size)  # this super-epoch's, all ranks
+        self.groups_over_budget += round(float(tot[3]) * self.comm.size)  # all ranks, the whole run
         return float(tot[0])
 
     @property
