@@ -18,13 +18,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 from grappa.graph.raw import SPLIT_TEST, SPLIT_TRAIN, SPLIT_VAL, RawGraph  # noqa: E402
+from grappa.id_sets import setdiff  # noqa: E402
 
 
 def per_class_split(y: np.ndarray, per_class: int, val: int, test: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     classes = np.unique(y[y >= 0])
     train = np.concatenate([rng.choice(np.flatnonzero(y == c), per_class, replace=False) for c in classes])
-    rest = rng.permutation(np.setdiff1d(np.flatnonzero(y >= 0), train))
+    rest = rng.permutation(setdiff(np.flatnonzero(y >= 0), train))
     split = np.zeros(len(y), np.uint8)
     split[train], split[rest[:val]], split[rest[val:val + test]] = SPLIT_TRAIN, SPLIT_VAL, SPLIT_TEST
     return split

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from grappa.id_sets import unique
+
 FLOAT = 4  # bytes per float32
 
 
@@ -66,8 +68,8 @@ def boundary_rows(raw_dir, node_rank: np.ndarray, world_size: int, block: int = 
         s = np.asarray(src[lo:lo + block])
         q = node_rank[np.asarray(dst[lo:lo + block])]
         cut = node_rank[s] != q
-        pairs.append(np.unique(s[cut] * world_size + q[cut]))  # (source node, receiving rank)
-    total = len(np.unique(np.concatenate(pairs))) if pairs else 0
+        pairs.append(unique(s[cut] * world_size + q[cut]))  # (source node, receiving rank)
+    total = len(unique(np.concatenate(pairs))) if pairs else 0
     return total / world_size
 
 

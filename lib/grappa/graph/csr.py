@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from grappa.id_sets import unique
+
 
 def index_dtype(limit: int, smallest=np.int32):
     """The narrowest signed integer type, no narrower than ``smallest``, that
@@ -97,6 +99,6 @@ def to_undirected(src, dst) -> tuple[np.ndarray, np.ndarray]:
 def dedup_edges(src, dst) -> tuple[np.ndarray, np.ndarray]:
     """Unique (src, dst) pairs, sorted by (dst, src)."""
     n = int(max(src.max(initial=0), dst.max(initial=0))) + 1
-    key = np.unique(np.asarray(dst, np.int64) * n + np.asarray(src, np.int64))
+    key = unique(np.asarray(dst, np.int64) * n + np.asarray(src, np.int64))
     return key % n, key // n
 

@@ -39,6 +39,7 @@ import torch
 from grappa.errors import InputError
 from grappa.graph.csr import CSR, index_dtype
 from grappa.graph.raw import SPLIT_TRAIN
+from grappa.id_sets import setdiff, union, unique
 from grappa.sampling import sample_ranges
 from grappa.shards.format import feature_dtype, load_manifest
 
@@ -166,7 +167,7 @@ def _load_whole(reader: ShardRows, chunks: list[int], halo_hops: int, halo_budge
                                                              halo_budget_bytes)
         hops = len(per_hop)
     if hops:
-        missing = np.setdiff1d(np.concatenate([src_g[~inside], e_src]), np.concatenate([gid, complete_gid]))
+        missing = setdiff(np.concatenate([src_g[~inside], e_src]), np.concatenate([gid, complete_gid]))
         halo_gid = np.concatenate([complete_gid, missing])  # each part sorted: complete first
         hx, hdeg = reader.features(halo_gid)
         all_gid, all_x, all_deg = np.concatenate([gid, halo_gid]), np.concatenate([x, hx]), np.concatenate([gdeg, hdeg])
@@ -312,8 +313,7 @@ def _upstream_halo(reader: ShardRows, gid, src_g, dst, split, inside, hops: int,
     frontier = gid[np.flatnonzero(split == SPLIT_TRAIN)]
     for _ in range(1, hops):
         # in-neighbours of the frontier: from the owned in-edges and from those read so far
-        nbrs = np.union1d(src_g[np.isin(dst, np.flatnonzero(np.isin(gid, frontier)))],
-                          e_src[np.isin(e_dst, frontier)])
+        nbrs = union(src_g[np.isin(dst, np.flatnonzero(np.isin(gid, frontier)))], e_src[np.isin(e_dst, frontier)])
         new = np.setdiff1d(np.setdiff1d(nbrs, owned, assume_unique=True), complete, assume_unique=True)
         if not len(new):
             per_hop += [(0, 0, 0)] * (hops - len(per_hop))
@@ -321,14 +321,14 @@ def _upstream_halo(reader: ShardRows, gid, src_g, dst, split, inside, hops: int,
         if cost + int(reader.degrees(new).sum()) * HALO_EDGE_BYTES > budget:
             break
         s, t = reader.in_edges(new)
-        sources = np.setdiff1d(np.unique(s), np.concatenate([owned, complete, new]))
+        sources = setdiff(s, np.concatenate([owned, complete, new]))
         added = len(s) * HALO_EDGE_BYTES + len(sources) * node_b  # an upper bound: some were already there
         if cost + added > budget:
             break
         cost += added
         per_hop.append((len(sources), len(s), added))
         e_src, e_dst = np.concatenate([e_src, s]), np.concatenate([e_dst, t])
-        complete, frontier = np.union1d(complete, new), nbrs
+        complete, frontier = union(complete, new), nbrs
     return complete, e_src, e_dst, per_hop
 
 
@@ -347,9 +347,10 @@ def sampled_halo(reader: ShardRows, lg: LocalGraph, caps: tuple[int, ...], budge
     Local ids: owned nodes, then halo nodes with drawn rows, then feature-only."""
     n, num_nodes, node_b = lg.num_owned, reader.m["num_nodes"], _node_bytes(reader.m)
     gid = lg.global_id[:n]
-    owned, have, drawn = (np.zeros(num_nodes, bool) for _ in range(3))  # have: features held
+    # have: features held; reached: this hop's sources (a mask, not np.unique: a group's hop has millions)
+    owned, have, drawn, reached = (np.zeros(num_nodes, bool) for _ in range(4))
     owned[gid] = have[gid] = True
-    frontier = gid[lg.split == SPLIT_TRAIN] if seeds is None else np.unique(gid[seeds])
+    frontier = gid[lg.split == SPLIT_TRAIN] if seeds is None else unique(gid[seeds])
     cost, per_hop, e_src, e_dst = 0, [], [], []
     for k in caps:
         new = np.sort(frontier[~drawn[frontier]])
@@ -360,7 +361,8 @@ def sampled_halo(reader: ShardRows, lg: LocalGraph, caps: tuple[int, ...], budge
         if cost + int((deg if k < 0 else np.minimum(deg, k)).sum()) * HALO_EDGE_BYTES > budget:
             break
         s, t = reader.in_edges(new, k, rng)
-        fresh = np.unique(s[~have[s]])
+        reached[s] = True
+        fresh = np.flatnonzero(reached & ~have)
         added = len(s) * HALO_EDGE_BYTES + len(fresh) * node_b
         if cost + added > budget:
             break
@@ -369,11 +371,12 @@ def sampled_halo(reader: ShardRows, lg: LocalGraph, caps: tuple[int, ...], budge
         have[fresh], drawn[new] = True, True
         e_src.append(s)
         e_dst.append(t)
-        frontier = np.unique(s)
+        frontier = np.flatnonzero(reached)
+        reached[frontier] = False
     if not per_hop:
         return lg
     halo_gid = np.concatenate([np.flatnonzero(drawn & ~owned), np.flatnonzero(have & ~owned & ~drawn)])
-    del owned, have
+    del owned, have, reached
     hx, hdeg = reader.features(halo_gid)
     all_gid = np.concatenate([gid, halo_gid])
     pos = _position_map(all_gid, num_nodes)
@@ -440,7 +443,7 @@ class ShardRows:
     def _by_chunk(self, nodes: np.ndarray):
         """(positions into ``nodes``, the open shard, rows within it, the shard's row offsets) per chunk."""
         chunk = np.asarray(self.node_chunk[nodes])
-        for c in np.unique(chunk):
+        for c in np.flatnonzero(np.bincount(chunk, minlength=len(self.m['chunks']))):
             sel = np.flatnonzero(chunk == c)
             with self._shard(int(c)) as (f, ids, starts, *_):
                 yield sel, f, np.searchsorted(ids, nodes[sel]), starts

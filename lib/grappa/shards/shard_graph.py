@@ -22,6 +22,7 @@ import numpy as np
 
 from grappa.errors import InputError
 from grappa.graph.csr import row_ranges, segment_positions
+from grappa.id_sets import unique
 from grappa.shards.format import load_manifest
 
 
@@ -69,7 +70,7 @@ class ShardGraph:
         uniq, inverse = np.unique(where, return_inverse=True)
         chunk = np.searchsorted(starts, uniq, side="right") - 1
         out = None
-        for c in np.unique(chunk):  # a loop over chunks, not nodes
+        for c in unique(chunk):  # a loop over chunks, not nodes
             sel = np.flatnonzero(chunk == c)
             part = self._file(int(c))[name][uniq[sel] - starts[c]]  # h5py reads increasing indices
             if out is None:

@@ -33,6 +33,7 @@ from grappa.comm import Comm
 from grappa.comm.base import Pending
 from grappa.comm.codec import Codec
 from grappa.graph.csr import index_dtype
+from grappa.id_sets import unique
 from grappa.shards.assemble import EDGE_BLOCK, LocalGraph, ShardRows, chunk_mask, in_edge_blocks
 
 
@@ -92,7 +93,7 @@ class HaloPlan:
         mine = set(local.chunks)
         remote = [int(c) for c in present if c not in mine]
         # Remote sources, grouped by owner rank and sorted within (the order their rows arrive in).
-        uniq = {c: np.unique(src_g[src_c == c]) for c in remote}
+        uniq = {c: unique(src_g[src_c == c]) for c in remote}
         none = [np.zeros(0, np.int64)]
         groups = [np.sort(np.concatenate([uniq.pop(c) for c in remote if chunk_owner[c] == q] or none))
                   for q in range(comm.size)]

@@ -28,6 +28,7 @@ import torch
 
 from grappa.comm.codec import StochasticQuantizer
 from grappa.errors import check_options
+from grappa.id_sets import setdiff
 from grappa.models import GIN
 from grappa.train.bit_assignment import SOLVERS, AssignmentProblem, group_messages
 from grappa.train.halo_exchange import Link
@@ -159,7 +160,7 @@ class AdaQP(HaloMethod):
         is_target[targets] = True
         keep = torch.from_numpy(is_target[ei[1].numpy()])
         e = ei[:, keep]
-        others = np.setdiff1d(np.unique(e[0].numpy()), targets)
+        others = setdiff(e[0].numpy(), targets)
         nodes = np.concatenate([targets, others])
         pos = np.full(self.plan.num_nodes, -1, np.int64)
         pos[nodes] = np.arange(len(nodes))
