@@ -124,22 +124,25 @@ def curve(rows: list[dict]) -> list[tuple[float, float]]:
     return [(r["elapsed_s"], r["test_metric"]) for r in rows if "test_metric" in r]
 
 
-def converged(rows: list[dict], tol: float = 0.01) -> bool:
+def converged(rows: list[dict], tol: float = 0.01, sigmas: float = 2.0) -> bool:
     """False when the final model's validation metric was still rising when the budget ran out,
     so its test metric is a floor. Read from the evaluations of the final model (RETEXO's earlier
     stages are provisional) as either of
 
     - a jump at the end: the best is one of the last two evaluations and beats every earlier
-      one by more than ``tol`` (1 point);
+      one by more than ``tol`` (1 point) and by more than ``sigmas`` times the run's own
+      evaluation noise (``eval_noise``);
     - a climb: over the last quarter (at least 4 evaluations) the least-squares trend gains
       more than ``tol`` and is significant (slope over its standard error above 2).
 
     ``tol`` keeps a plateau's noise from reading as progress: with 40 evaluations of a flat
-    curve, "best among the last two" alone flags one run in twenty by chance."""
+    curve, "best among the last two" alone flags one run in twenty by chance. The noise term
+    does the same where one evaluation swings by more than a point (a small validation set, a
+    method whose model moves between rounds: LLCG's curves on Cora swing by 2 to 4 points)."""
     vals = np.array([r["val_metric"] for r in rows if "val_metric" in r and not r.get("provisional")])
     if len(vals) < 3:
         return len(vals) == 0 or int(np.argmax(vals)) < len(vals) - 2
-    if vals[-2:].max() > vals[:-2].max() + tol:
+    if vals[-2:].max() > vals[:-2].max() + max(tol, sigmas * eval_noise(vals)):
         return False
     tail = vals[-max(4, len(vals) // 4):]
     if len(tail) > len(vals) - 1:
@@ -150,6 +153,14 @@ def converged(rows: list[dict], tol: float = 0.01) -> bool:
     se = float(np.sqrt((resid ** 2).sum() / (len(tail) - 2) / (x * x).sum()))
     rise = slope * (len(tail) - 1)
     return not (rise > tol and (se == 0 or slope / se > 2))
+
+
+def eval_noise(vals: np.ndarray) -> float:
+    """One evaluation's noise: the spread of the differences between successive evaluations over
+    the second half of the curve, over sqrt(2) (a difference holds two evaluations' noise; a steady
+    trend only shifts the differences' mean). 0 with fewer than 4 evaluations in that half."""
+    d = np.diff(vals[len(vals) // 2:])
+    return float(d.std(ddof=1) / np.sqrt(2)) if len(d) >= 3 else 0.0
 
 
 def time_to(points: list[tuple[float, float]], target: float) -> float | None:

@@ -1,7 +1,6 @@
 """grappa.id_sets: sort-based sets of ids give NumPy's results (issue 29's load speed)."""
 import numpy as np
 import pytest
-
 from grappa.id_sets import setdiff, union, unique
 
 

@@ -178,3 +178,22 @@ def test_partial_halo_modes_read_their_caps():
 
     assert partial_halos("hop1", [5, 5]) == ((-1, 5),) and partial_halos("sampled", [5, 5]) == ((5, 5),)
     assert partial_halos("exact", [5, 5]) == partial_halos("auto", [5, 5]) == partial_halos("groups", [5, 5]) == ()
+
+
+def test_halo_load_benchmark_times_exact_and_group_loads(cora_k8, tmp_path):
+    """bench/halo_load.py runs as documented: the exact loads, then groups within the budget."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT, mpi_env
+
+    out = tmp_path / "halo_load.json"
+    r = subprocess.run([sys.executable, str(ROOT / "bench/halo_load.py"), "--data", str(cora_k8), "--ranks", "4",
+                        "--budget-mb", "0.2", "--groups", "2", "--out", str(out)],
+                       env=mpi_env(), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rows = {row["load"]: row for row in json.loads(out.read_text())["rows"]}
+    assert [rows[f"exact, {h} hops"]["edges"] > 0 for h in range(3)] == [True] * 3
+    assert rows["exact, 2 hops"]["held_mb"] > rows["exact, 1 hops"]["held_mb"] > 0
+    assert 0 < rows["groups: plan"]["seeds_per_group"] < rows["groups: plan"]["train_nodes"]
+    assert all(0 < rows[f"groups: group {i}"]["held_mb"] <= 0.2 for i in range(2))

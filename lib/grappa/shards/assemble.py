@@ -32,7 +32,6 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 
@@ -41,7 +40,7 @@ from grappa.graph.csr import CSR, index_dtype
 from grappa.graph.raw import SPLIT_TRAIN
 from grappa.id_sets import setdiff, union, unique
 from grappa.sampling import sample_ranges
-from grappa.shards.format import feature_dtype, load_manifest
+from grappa.shards.format import feature_dtype, load_manifest, open_shard_file
 
 
 @dataclass
@@ -286,7 +285,7 @@ def _load_isolated(reader: ShardRows, chunks: list[int], hops: int, budget: floa
 @contextmanager
 def _open_shard(path: Path):
     try:
-        with h5py.File(path, "r") as f:
+        with open_shard_file(path) as f:
             yield f
     except (OSError, KeyError) as e:
         raise InputError(path, f"cannot read shard ({e})", "re-run the partitioner") from e
@@ -373,22 +372,42 @@ def sampled_halo(reader: ShardRows, lg: LocalGraph, caps: tuple[int, ...], budge
         e_dst.append(t)
         frontier = np.flatnonzero(reached)
         reached[frontier] = False
+    s = t = None  # the lists hold the hops kept; a hop over the budget goes now
     if not per_hop:
         return lg
     halo_gid = np.concatenate([np.flatnonzero(drawn & ~owned), np.flatnonzero(have & ~owned & ~drawn)])
     del owned, have, reached
-    hx, hdeg = reader.features(halo_gid)
+    x = np.empty((n + len(halo_gid), lg.x.shape[1]), feature_dtype(reader.m))  # features read in place
+    x[:n] = lg.x.numpy()[:n]
+    hdeg = reader.features(halo_gid, out=x[n:])[1]
     all_gid = np.concatenate([gid, halo_gid])
     pos = _position_map(all_gid, num_nodes)
-    src_l, dst_l = lg.csr.indices, lg.csr.dst_of_edges()
-    keep = ~drawn[gid[dst_l]]  # the isolated rows of the owned nodes not drawn
-    csr = CSR.from_edges(np.concatenate([src_l[keep], pos[np.concatenate(e_src)]]),
-                         np.concatenate([dst_l[keep], pos[np.concatenate(e_dst)]]), len(all_gid))
+    csr = _drawn_rows_csr(lg.csr, drawn[gid], pos, e_src, e_dst, len(all_gid))
     coverage = np.where(drawn[gid], 1.0, lg.coverage)
-    return replace(lg, global_id=all_gid, x=torch.from_numpy(np.concatenate([lg.x.numpy(), hx])),
+    return replace(lg, global_id=all_gid, x=torch.from_numpy(x),
                    global_in_degree=np.concatenate([lg.global_in_degree[:n], hdeg]), csr=csr, coverage=coverage,
                    num_complete=n, halo_hops=len(per_hop), bytes_read=reader.bytes_read, halo_caps=tuple(caps),
                    halo_read=per_hop)
+
+
+def _drawn_rows_csr(csr: CSR, drawn_owned: np.ndarray, pos: np.ndarray, e_src: list, e_dst: list,
+                    num_nodes: int) -> CSR:
+    """The isolated rows (``csr``) of the owned nodes not drawn, and the drawn rows (``e_src``/``e_dst``
+    per hop, global ids, mapped to local ones by ``pos``; the lists are emptied as they are copied): each
+    side one buffer filled in place, not concatenated copies (a group's halo holds millions of edges)."""
+    dst_l = csr.dst_of_edges()
+    keep = ~drawn_owned[dst_l]
+    kept = int(keep.sum())
+    src = np.empty(kept + sum(map(len, e_src)), np.int64)
+    dst = np.empty_like(src)
+    src[:kept], dst[:kept] = csr.indices[keep], dst_l[keep]
+    del dst_l, keep
+    at = kept
+    while e_src:
+        s, t = e_src.pop(0), e_dst.pop(0)
+        src[at:at + len(s)], dst[at:at + len(s)] = pos[s], pos[t]
+        at += len(s)
+    return CSR.from_edges(src, dst, num_nodes)
 
 
 def empty_local_graph(m: dict) -> LocalGraph:
@@ -401,6 +420,9 @@ def empty_local_graph(m: dict) -> LocalGraph:
                       split=np.zeros(0, np.uint8), global_in_degree=none, csr=CSR.from_edges(none, none, 0),
                       coverage=np.zeros(0), full_src_global=none, full_dst_local=none,
                       full_src_chunk=np.zeros(0, np.int32))
+
+
+SLAB_BYTES = 8 << 20  # what ShardRows reads at a time of a dataset's wanted rows
 
 
 class ShardRows:
@@ -435,7 +457,7 @@ class ShardRows:
             if self._cache is None:
                 yield entry
                 return
-        f = h5py.File(self.path(c), "r")
+        f = open_shard_file(self.path(c))
         # the datasets a reader used again reads, looked up once (h5py's lookup costs more than a small read)
         self._cache[c] = entry = ({k: f[k] for k in ("edges/src_global", "nodes/x")}, *entry[1:], f)
         yield entry
@@ -469,22 +491,37 @@ class ShardRows:
                  ) -> tuple[np.ndarray, np.ndarray]:
         """Every in-edge of ``nodes`` (k = -1), or up to ``k`` of each drawn
         with ``rng`` without replacement: (source global ids, destination global ids)."""
-        src, dst = [], []
+        deg = self.degrees(nodes)
+        total = int((deg if k < 0 else np.minimum(deg, k)).sum())
+        src, dst, at = np.empty(total, np.int64), np.empty(total, np.int64), 0  # filled in place: no concatenation
         for sel, f, pos, starts in self._by_chunk(nodes):
             # the edges are sorted by destination: row v is starts[v] .. starts[v + 1]
             idx, seg = sample_ranges(starts[pos], starts[pos + 1] - starts[pos], k, rng)
-            if len(idx):
-                lo = int(idx.min())
-                src.append(self._read(f["edges/src_global"], lo, int(idx.max()) + 1)[idx - lo])
-                dst.append(nodes[sel][seg])
-        return (np.concatenate(src), np.concatenate(dst)) if src else (np.zeros(0, np.int64),) * 2
+            src[at:at + len(idx)] = self._gather(f["edges/src_global"], idx)
+            dst[at:at + len(idx)] = nodes[sel][seg]
+            at += len(idx)
+        return src, dst
 
-    def features(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Features and global in-degrees of ``nodes``."""
-        x = np.zeros((len(nodes), self.m["num_features"]), feature_dtype(self.m))
+    def features(self, nodes: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Features (into ``out`` when given) and global in-degrees of ``nodes``."""
+        x = np.zeros((len(nodes), self.m["num_features"]), feature_dtype(self.m)) if out is None else out
         deg = np.zeros(len(nodes), np.int64)
         for sel, f, pos, starts in self._by_chunk(nodes):
-            lo, hi = int(pos.min()), int(pos.max()) + 1
-            x[sel] = self._read(f["nodes/x"], lo, hi)[pos - lo]
+            x[sel] = self._gather(f["nodes/x"], pos)
             deg[sel] = starts[pos + 1] - starts[pos]
         return x, deg
+
+    def _gather(self, dataset, rows: np.ndarray) -> np.ndarray:
+        """``dataset[rows]`` (rows in any order), read a slab of at most ``SLAB_BYTES`` at a time, only
+        slabs holding a wanted row: what a read holds is a slab, not the range from the first wanted
+        row to the last (a group's hop wants rows all over a shard: 48 MB of sources a shard at 96M edges)."""
+        out = np.empty((len(rows), *dataset.shape[1:]), dataset.dtype)
+        if not len(rows):
+            return out
+        per = max(1, SLAB_BYTES // max(1, dataset.dtype.itemsize * int(np.prod(dataset.shape[1:]))))
+        slab = rows // per
+        for j in np.flatnonzero(np.bincount(slab)):
+            m = np.flatnonzero(slab == j)
+            lo, hi = int(rows[m].min()), int(rows[m].max()) + 1
+            out[m] = self._read(dataset, lo, hi)[rows[m] - lo]
+        return out

@@ -23,7 +23,7 @@ import numpy as np
 from grappa.errors import InputError
 from grappa.graph.csr import row_ranges, segment_positions
 from grappa.id_sets import unique
-from grappa.shards.format import load_manifest
+from grappa.shards.format import load_manifest, open_shard_file
 
 
 class ShardGraph:
@@ -59,7 +59,7 @@ class ShardGraph:
     def _file(self, c: int) -> h5py.File:
         if c not in self._files:
             try:
-                self._files[c] = h5py.File(self.paths[c], "r")
+                self._files[c] = open_shard_file(self.paths[c])
             except OSError as e:
                 raise InputError(self.paths[c], f"cannot read shard ({e})", "re-run the partitioner") from e
         return self._files[c]

@@ -16,7 +16,7 @@ import numpy as np
 from grappa.cli_util import reports_input_errors
 from grappa.errors import InputError
 from grappa.graph.node_checks import NodeFiles, check_features, check_has_training_nodes, check_node_rows
-from grappa.shards.format import SCHEMA, feature_dtype, load_manifest, sha256_file
+from grappa.shards.format import SCHEMA, feature_dtype, load_manifest, open_shard_file, sha256_file
 
 
 def validate_dataset(directory, check_checksums: bool = True) -> dict:
@@ -85,7 +85,7 @@ def _check_chunk(d: Path, m: dict, c: int, node_chunk) -> tuple[int, int, int]:
     entry = m["chunks"][c]
     p = d / entry["file"]
     try:
-        with h5py.File(p, "r") as f:
+        with open_shard_file(p) as f:
             nn, ne = _check_shard(p, f, c, entry, m["num_nodes"], node_chunk)
             _check_features(p, f, m, nn)
             train = _check_node_values(p, f, m)

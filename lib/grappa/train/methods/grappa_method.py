@@ -358,7 +358,7 @@ class GrappaMethod(Method):
         """The local graph for group ``g`` of the epoch's steps: the isolated set and its seeds' halo."""
         k = self.group_steps
         seeds = np.unique(np.concatenate([self.batch(order, s) for s in range(g * k, min((g + 1) * k, self.steps))]))
-        self.local = None  # the previous group's halo goes first
+        self.local = self.sampler = None  # the previous group's halo goes first (the sampler holds its CSR)
         self.local = lg = self.groups.load(seeds, np.random.default_rng([self.cfg.seed, epoch, self.comm.rank, 6, g]))
         self.coverage = self.coverage_of(lg)
         self.sampler = NeighborSampler(lg.csr, self.cfg.fanouts[: self.cfg.layers], 0)
