@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from grappa.comm.base import MIN
 from grappa.errors import InputError, check_options
 from grappa.graph.raw import SPLIT_TRAIN
 from grappa.models import LayerwiseGNN, graph_args, sampled_forward
@@ -126,6 +127,7 @@ class GrappaMethod(Method):
         self.halo_hops_read: list[float] = []  # per load: the mean over ranks of the hops within the budget
         self.halo_read: list[dict] = []  # per load: what the ranks read of their halos (``_halo_summary``)
         self.groups: HaloGroups | None = None  # a halo read per group of steps (halo_groups.py)
+        self.group_steps = 0  # steps per group, the same on every rank (_agree_group_steps)
         self.group_held = self.group_held_max = 0.0  # the most a group's halo held (this epoch, the run's mean)
         self.groups_over_budget = 0
         self.shard_bytes_read = 0.0  # mean over ranks, all loads
@@ -232,6 +234,8 @@ class GrappaMethod(Method):
         self.halo_read.append(self._halo_summary(tot[5:].tolist()))
         self.steps, self.rank_batch = self.steps_and_batch(int(tot[4]))
         bs = self.cfg.batch_size
+        if self.halo_mode in ("auto", "groups") and bs:
+            self._agree_group_steps()
         self.sampler = NeighborSampler(lg.csr, self.cfg.fanouts[: self.cfg.layers], 0) if bs else None
         self.graph = None
         if not bs and lg.halo_hops and isinstance(self.model, LayerwiseGNN):
@@ -350,9 +354,13 @@ class GrappaMethod(Method):
         self.groups_over_budget += round(float(tot[3]) * self.comm.size)  # all ranks, the whole run
         return float(tot[0])
 
-    @property
-    def group_steps(self) -> int:
-        return self.groups.steps_per_group(self.rank_batch)
+    def _agree_group_steps(self) -> None:
+        """Every rank with groups loads its next group at the same steps, the fewest any rank's budget
+        allows: a rank reading a group holds the others at the next allreduce, so loads at different
+        steps would stall an epoch for the sum of the ranks' loads, not the largest."""
+        mine = self.groups.steps_per_group(self.rank_batch) if self.groups is not None else 2**62
+        self.group_steps = int(self.comm.allreduce(torch.tensor([float(mine)], dtype=torch.float64), MIN,
+                                                   "control")[0])
 
     def _load_group(self, order: np.ndarray, epoch: int, g: int) -> None:
         """The local graph for group ``g`` of the epoch's steps: the isolated set and its seeds' halo."""
