@@ -63,15 +63,19 @@ class GrappaOptions:
     per_rank_batch: bool = field(default=False, metadata={
         "help": "--batch-size seeds per rank per step; default: per step across all ranks, each rank taking "
                 "its share, so an epoch has the steps of a one-process run"})
-    halo_budget_mb: float = field(default=512.0, metadata={"help": "per rank: a halo hop that would hold more is "
-                                                                   "not read (large graphs fall back to isolation)"})
-    # exact: groups hold accuracy where the halo does not fit, but on the 96M-edge graph they made an epoch
-    # 5.5x and the peak 1.8 GB a rank (docs/BENCHMARKS.md): opt-in until their reads are by row block
-    halo_mode: str = field(default="exact", metadata={
+    halo_budget_mb: float = field(default=512.0, metadata={"help": "per rank: the most the halo may hold; past it, "
+                                                                   "mini-batch training reads it a group of steps at "
+                                                                   "a time (--halo-mode auto), full-graph training "
+                                                                   "reads fewer hops"})
+    # auto: groups keep the steps centralized's where the halo does not fit (isolation lost 8 to 14 points on a
+    # sparse low-homophily graph); on the 96M-edge graph 2.5x the isolated epoch, 1.25 GB a rank, where the
+    # exact halo would take 1.6x and 5.4 GB (docs/BENCHMARKS.md)
+    halo_mode: str = field(default="auto", metadata={
         "help": "what of the halo to read: exact (every in-edge), groups (before each group of steps, its "
                 "seeds' halo drawn at the fan-outs, the groups sized to the budget), hop1 (hop 1 exact, later "
                 "hops drawn at the fan-outs, once a super-epoch), sampled (every hop drawn so); auto: exact if "
-                "it fits, else groups. All but exact need --batch-size (default: exact, fewer hops past the budget)",
+                "it fits, else groups (the default; full-graph training: exact). groups, hop1 and sampled need --batch-size; "
+                "exact reads fewer hops past the budget, down to isolated chunk sets",
         "choices": HALO_MODES})
 
     def __post_init__(self):
@@ -95,12 +99,13 @@ class GrappaMethod(Method):
             0 = isolated chunk sets (default -1).
         per_rank_batch (bool): ``--batch-size`` per rank; otherwise it is the
             global batch, split over the ranks by their training nodes (default False).
-        halo_budget_mb (float): per rank, the most the halo may hold; a hop
-            past it is not read (default 512).
+        halo_budget_mb (float): per rank, the most the halo may hold (a
+            group's halo, with groups); past it ``exact`` reads fewer hops (default 512).
         halo_mode (str): ``exact`` | ``groups`` | ``hop1`` | ``sampled`` |
             ``auto``: in mini-batch mode, where the exact halo does not fit,
             each group of steps reads its seeds' halo drawn at the fan-outs
-            (``auto``, ``groups``; default ``exact``).
+            (``auto``, ``groups``); ``exact`` reads fewer hops past the budget
+            (default ``auto``: exact where it fits, else groups).
     """
 
     name, label, Options = "grappa", "grappa", GrappaOptions
@@ -135,7 +140,7 @@ class GrappaMethod(Method):
     @classmethod
     def check_config(cls, cfg) -> None:
         super().check_config(cfg)
-        mode = getattr(cfg.options, "halo_mode", "exact")
+        mode = getattr(cfg.options, "halo_mode", "auto")
         if mode in ("groups", "hop1", "sampled") and not cfg.batch_size:
             raise InputError("--halo-mode", f"{mode} draws in-edges at the fan-outs, for mini-batch training",
                              "give --batch-size, or use --halo-mode exact")
