@@ -68,14 +68,14 @@ class GrappaOptions:
                                                                    "a time (--halo-mode auto), full-graph training "
                                                                    "reads fewer hops"})
     # auto: groups keep the steps centralized's where the halo does not fit (isolation lost 8 to 14 points on a
-    # sparse low-homophily graph); on the 96M-edge graph 2.5x the isolated epoch, 1.25 GB a rank, where the
+    # sparse low-homophily graph); on the 96M-edge graph 2.3-2.5x the isolated epoch, 1.25 GB a rank, where the
     # exact halo would take 1.6x and 5.4 GB (docs/BENCHMARKS.md)
     halo_mode: str = field(default="auto", metadata={
         "help": "what of the halo to read: exact (every in-edge), groups (before each group of steps, its "
                 "seeds' halo drawn at the fan-outs, the groups sized to the budget), hop1 (hop 1 exact, later "
                 "hops drawn at the fan-outs, once a super-epoch), sampled (every hop drawn so); auto: exact if "
-                "it fits, else groups (the default; full-graph training: exact). groups, hop1 and sampled need --batch-size; "
-                "exact reads fewer hops past the budget, down to isolated chunk sets",
+                "it fits, else groups (the default; full-graph training: exact). groups, hop1 and sampled need "
+                "--batch-size; exact reads fewer hops past the budget, down to isolated chunk sets",
         "choices": HALO_MODES})
 
     def __post_init__(self):
