@@ -428,8 +428,8 @@ SLAB_BYTES = 8 << 20  # what ShardRows reads at a time of a dataset's wanted row
 class ShardRows:
     """Reads the rows of given nodes (sorted global ids within each chunk) from
     their shards: in-degrees, in-edges, features. One shard open at a time, and
-    of each dataset only the range between the first and last row wanted;
-    ``bytes_read`` counts what was read. ``cache=True`` (a reader used again
+    of each dataset only the slabs (``SLAB_BYTES``) that hold a wanted row,
+    each from its first wanted row to its last; ``bytes_read`` counts what was read. ``cache=True`` (a reader used again
     and again: ``grappa.shards.halo_groups``) keeps each shard it opened open,
     with its ids and row offsets (16 B per node of the shard)."""
 
