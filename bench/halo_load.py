@@ -65,7 +65,6 @@ def main(argv=None) -> None:
                  "rss_before_mb": before, "seeds_per_group": groups.seeds_per_group, "train_nodes": len(train)})
     order, size = rng.permutation(train), groups.seeds_per_group
     starts = list(range(0, len(order), size))[: a.groups or None]
-    lg = None
     for i, lo in enumerate(starts):
         lg = None  # the previous group goes first, as in training
         lg, dt, peak, before = timed(lambda s=lo: groups.load(np.sort(order[s:s + size]), np.random.default_rng(s)))

@@ -317,9 +317,10 @@ def _upstream_halo(reader: ShardRows, gid, src_g, dst, split, inside, hops: int,
         if not len(new):
             per_hop += [(0, 0, 0)] * (hops - len(per_hop))
             break
-        if cost + int(reader.degrees(new).sum()) * HALO_EDGE_BYTES > budget:
+        deg = reader.degrees(new)
+        if cost + int(deg.sum()) * HALO_EDGE_BYTES > budget:
             break
-        s, t = reader.in_edges(new)
+        s, t = reader.in_edges(new, deg=deg)
         sources = setdiff(s, np.concatenate([owned, complete, new]))
         added = len(s) * HALO_EDGE_BYTES + len(sources) * node_b  # an upper bound: some were already there
         if cost + added > budget:
@@ -359,7 +360,7 @@ def sampled_halo(reader: ShardRows, lg: LocalGraph, caps: tuple[int, ...], budge
         deg = reader.degrees(new)
         if cost + int((deg if k < 0 else np.minimum(deg, k)).sum()) * HALO_EDGE_BYTES > budget:
             break
-        s, t = reader.in_edges(new, k, rng)
+        s, t = reader.in_edges(new, k, rng, deg)
         reached[s] = True
         fresh = np.flatnonzero(reached & ~have)
         added = len(s) * HALO_EDGE_BYTES + len(fresh) * node_b
@@ -487,11 +488,12 @@ class ShardRows:
             deg[sel] = starts[pos + 1] - starts[pos]
         return deg
 
-    def in_edges(self, nodes: np.ndarray, k: int = -1, rng: np.random.Generator | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
+    def in_edges(self, nodes: np.ndarray, k: int = -1, rng: np.random.Generator | None = None,
+                 deg: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Every in-edge of ``nodes`` (k = -1), or up to ``k`` of each drawn
-        with ``rng`` without replacement: (source global ids, destination global ids)."""
-        deg = self.degrees(nodes)
+        with ``rng`` without replacement: (source global ids, destination global ids).
+        ``deg``: the nodes' in-degrees, where the caller has them (else another pass over their shards)."""
+        deg = self.degrees(nodes) if deg is None else deg
         total = int((deg if k < 0 else np.minimum(deg, k)).sum())
         src, dst, at = np.empty(total, np.int64), np.empty(total, np.int64), 0  # filled in place: no concatenation
         for sel, f, pos, starts in self._by_chunk(nodes):
