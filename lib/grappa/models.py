@@ -18,10 +18,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch_geometric.nn import GATConv, GCNConv, GINConv, SAGEConv
-from torch_geometric.nn.conv.gcn_conv import gcn_norm
 
 from grappa.graph.csr import CSR
+
+# PyG is imported where a layer is built, not here: its import (torch._dynamo with it) costs 3 to 4 s a
+# process on this machine, which every --help, refused input and data-preparation command would pay.
 
 # name -> model class (in_dim, hidden, out_dim, num_layers, dropout[, heads]); a model in a module of
 # its own registers itself with ``@register_model("name")`` (loaded by GRAPPA_PLUGINS, grappa.plugins)
@@ -388,12 +389,16 @@ class GCN(SparseAdjacencyMixin, LayerwiseGNN):
     computes_targets_only = True
 
     def __init__(self, in_dim, hidden, out_dim, num_layers=2, dropout=0.5, residual=False, norm="none"):
+        from torch_geometric.nn import GCNConv
+
         b = blocks_of(in_dim, hidden, out_dim, residual, norm)
         dims = conv_dims(in_dim, hidden, out_dim, num_layers, b is not None)
         super().__init__([GCNConv(dims[i], dims[i + 1], normalize=False) for i in range(num_layers)], dropout,
                          blocks=b)
 
     def prepare(self, edge_index, num_nodes):
+        from torch_geometric.nn.conv.gcn_conv import gcn_norm
+
         return gcn_norm(edge_index, None, num_nodes, add_self_loops=True)
 
     def prepare_global(self, edge_index, num_nodes, in_degree, num_targets):
@@ -438,6 +443,8 @@ class SAGE(SparseAdjacencyMixin, LayerwiseGNN):
     streams = True  # mean aggregation, root weight, no projection or normalisation (SAGEConv's defaults)
 
     def __init__(self, in_dim, hidden, out_dim, num_layers=2, dropout=0.5, residual=False, norm="none"):
+        from torch_geometric.nn import SAGEConv
+
         b = blocks_of(in_dim, hidden, out_dim, residual, norm)
         dims = conv_dims(in_dim, hidden, out_dim, num_layers, b is not None)
         super().__init__([SAGEConv(dims[i], dims[i + 1]) for i in range(num_layers)], dropout, blocks=b)
@@ -476,6 +483,8 @@ class GAT(LayerwiseGNN):
     takes_heads = True  # build_model passes --heads
 
     def __init__(self, in_dim, hidden, out_dim, num_layers=2, dropout=0.6, heads=8, residual=False, norm="none"):
+        from torch_geometric.nn import GATConv
+
         b = blocks_of(in_dim, hidden, out_dim, residual, norm)
         if b is not None:
             convs = [GATConv(hidden, hidden, heads=heads, concat=False, dropout=dropout) for _ in range(num_layers)]
@@ -495,6 +504,8 @@ class GIN(SparseAdjacencyMixin, LayerwiseGNN):
     computes_targets_only = True
 
     def __init__(self, in_dim, hidden, out_dim, num_layers=2, dropout=0.5, residual=False, norm="none"):
+        from torch_geometric.nn import GINConv
+
         blocks = blocks_of(in_dim, hidden, out_dim, residual, norm)
         dims = conv_dims(in_dim, hidden, out_dim, num_layers, blocks is not None)
 

@@ -37,7 +37,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch_geometric.nn import GATConv, GCNConv, SAGEConv
 
 from grappa.errors import InputError, check_options
 from grappa.graph.raw import SPLIT_TRAIN
@@ -60,6 +59,8 @@ class RetexoNet(LayerwiseGNN):
 
     def __init__(self, kind: str, in_dim: int, hidden: int, out_dim: int, num_layers: int, dropout_p: float,
                  heads: int = 8):
+        from torch_geometric.nn import GATConv, GCNConv, SAGEConv  # here, not at import: grappa.models says why
+
         dims = [in_dim] + [hidden] * (num_layers - 1) + [out_dim]
 
         def conv(a, b):
