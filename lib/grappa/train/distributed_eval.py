@@ -31,12 +31,13 @@ import torch
 from grappa.comm import MAX
 from grappa.graph.csr import index_dtype
 from grappa.graph.raw import SPLIT_TEST, SPLIT_VAL
-from grappa.memory import trim_heap
+from grappa.memory import TRIM_AT_PHASE_EDGE, trim_heap
 from grappa.models import LayerwiseGNN, as_float, csr_matrix
 from grappa.train.evaluate import auc_inputs, roc_auc
 from grappa.train.halo_exchange import HaloPlan
 
 BLOCK_ROWS = 1 << 18  # halo rows held at once by a streamed evaluation (64 MB at 64 float32 columns)
+COMBINE_ROWS = 1 << 16  # rows a layer's per-node update runs on at once: a few of its temporaries are alive
 
 
 class DistributedEvaluator:
@@ -166,6 +167,10 @@ class BlockAggregation:
             del own
             h = self._combine(model, i, agg, h, None if first else w)
             del agg
+            # A layer's blocks and temporaries are not reused by the next (other widths): within training's
+            # freed_pages_kept they would stay resident, and a layer peaked on top of the last one's (96M edges:
+            # 400 MB of free heap, the evaluation past 1.5 GB a rank).
+            trim_heap(TRIM_AT_PHASE_EDGE)
         return h
 
     def _matrix(self, b: int, src_scale, n: int) -> torch.Tensor:
@@ -178,10 +183,10 @@ class BlockAggregation:
         """The layer's per-node update (and the projection still owed, ``w``),
         a block of rows at a time: its temporaries are block-sized, not
         (owned nodes x width)."""
-        n, out = len(h), None
-        for lo in range(0, max(n, 1), self.block_rows):
-            a = agg[lo:lo + self.block_rows]
-            part = model.activate(i, model.combine(i, _project(a, w), as_float(h[lo:lo + self.block_rows])))
+        n, out, rows = len(h), None, min(self.block_rows, COMBINE_ROWS)
+        for lo in range(0, max(n, 1), rows):
+            a = agg[lo:lo + rows]
+            part = model.activate(i, model.combine(i, _project(a, w), as_float(h[lo:lo + rows])))
             if out is None:
                 out = torch.empty(n, part.shape[1])
             out[lo:lo + len(part)] = part
@@ -190,11 +195,12 @@ class BlockAggregation:
     def _rows(self, h: torch.Tensor, w: torch.Tensor | None):
         """Each step's rows (projected by ``w`` if given): the own rows, then one alltoallv per block."""
         p, size = self.plan, self.plan.comm.size
-        yield as_float(_project(h, w))
+        own = _project(h, w)  # the rows sent are some of these: projected once, gathered narrow
+        yield as_float(own)
         for (lo, hi), (s_lo, s_hi), to, frm in self.steps[1:]:
             send, recv = [0] * size, [0] * size
             send[to], recv[frm] = s_hi - s_lo, hi - lo
-            rows = _project(h[p.send_idx[s_lo:s_hi]], w)  # float16 features travel as they are stored
+            rows = own[p.send_idx[s_lo:s_hi]]  # float16 features travel as they are stored
             yield as_float(p.comm.ialltoallv(rows, send, recv, self.category).wait())
 
 

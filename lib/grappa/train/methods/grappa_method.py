@@ -19,6 +19,7 @@ import torch
 from grappa.comm.base import MIN
 from grappa.errors import InputError, check_options
 from grappa.graph.raw import SPLIT_TRAIN
+from grappa.memory import TRIM_AT_PHASE_EDGE, trim_heap
 from grappa.models import LayerwiseGNN, graph_args, sampled_forward
 from grappa.sampling import NeighborSampler
 from grappa.shards.assemble import ShardRows, load_chunk_set
@@ -33,6 +34,7 @@ from grappa.train.loop import StopRequested
 from grappa.train.method import Method
 
 WEIGHTINGS = ("uniform", "coverage", "shrinkage", "node")
+NO_GROUPS = 2**62  # a rank's steps per group when it reads no groups
 # What a rank reads of its halo: every in-edge (exact); hop 1's and the later hops' drawn at the fan-outs for
 # the whole super-epoch (hop1); every hop's drawn so (sampled); each group of steps' seeds' halo drawn at the
 # fan-outs before the group (groups, grappa.shards.halo_groups); auto: exact if it fits, else groups.
@@ -302,7 +304,7 @@ class GrappaMethod(Method):
             for p in self.params:
                 p.grad = torch.zeros_like(p)
             return 0.0, 0.0
-        if self.sampler is None:
+        if not self.cfg.batch_size:
             out = self.model(lg.x, *self.graph)[torch.from_numpy(seeds)]
             y = lg.y[torch.from_numpy(seeds)]
         else:
@@ -328,15 +330,13 @@ class GrappaMethod(Method):
         self.load_super_epoch(epoch)
         self.model.train()
         rank, seed = self.comm.rank, self.cfg.seed
-        if self.sampler is None:
-            order = self.train_nodes
-        else:
-            order = epoch_order(self.train_nodes, seed, epoch, rank)
+        bs = self.cfg.batch_size
+        order = epoch_order(self.train_nodes, seed, epoch, rank) if bs else self.train_nodes
         losses, self.group_held = [], 0.0
         start, self.start_step = self.start_step, 0
         for step in range(start, self.steps):
             seed_torch(seed, epoch, rank, step)
-            if self.sampler is not None:
+            if bs:
                 if self.groups is not None and (step == start or step % self.group_steps == 0):
                     self._load_group(order, epoch, step // self.group_steps)
                 self.sampler.rng = np.random.default_rng([seed, epoch, rank, step, 2])
@@ -350,8 +350,10 @@ class GrappaMethod(Method):
                     raise StopRequested(epoch, step + 1)
                 self.stop_pending = True
         held, read, over = 0.0, 0.0, 0.0
-        if self.groups is not None:  # the last group's halo goes: the evaluation reads the owned rows only
-            self.local, held, (read, over) = self.groups.base, self.group_held, self.groups.take_counts()
+        if self.groups is not None:  # the last group's halo goes, and its sampler (which holds its CSR): the
+            # evaluation reads the owned rows only, and the next epoch's first step loads a group
+            self.local, self.sampler, self.coverage = self.groups.base, None, self.coverage_of(self.groups.base)
+            held, (read, over) = self.group_held, self.groups.take_counts()
         stats = torch.tensor([float(np.mean(losses)) if losses else 0.0, held, read, over], dtype=torch.float64)
         tot = self.comm.allreduce(stats, category="control") / self.comm.size
         self.group_held_max = max(self.group_held_max, float(tot[1]))
@@ -363,7 +365,7 @@ class GrappaMethod(Method):
         """Every rank with groups loads its next group at the same steps, the fewest any rank's budget
         allows: a rank reading a group holds the others at the next allreduce, so loads at different
         steps would stall an epoch for the sum of the ranks' loads, not the largest."""
-        mine = self.groups.steps_per_group(self.rank_batch) if self.groups is not None else 2**62
+        mine = self.groups.steps_per_group(self.rank_batch) if self.groups is not None else NO_GROUPS
         self.group_steps = int(self.comm.allreduce(torch.tensor([float(mine)], dtype=torch.float64), MIN,
                                                    "control")[0])
 
@@ -384,10 +386,15 @@ class GrappaMethod(Method):
         return self.groups.base if self.groups is not None else self.local
 
     def evaluate(self) -> tuple[float, float]:
-        if self.evaluator is None:
+        if self.evaluator is None:  # once an ownership: training's freed pages go first, so the plan and the
+            trim_heap(TRIM_AT_PHASE_EDGE)  # blocks are built on what is live, not on top of the pages it keeps
             self.evaluator = self._evaluator()
         lg = self.owned
-        return self.evaluator.metrics(self.model, lg.y[: lg.num_owned], lg.split, self.cfg.metric)
+        metrics = self.evaluator.metrics(self.model, lg.y[: lg.num_owned], lg.split, self.cfg.metric)
+        if 0 < self.group_steps < NO_GROUPS:  # a rank reads groups (every rank knows: a MIN allreduce): memory is
+            self.evaluator = None  # bounded, so the plan and blocks (96M edges: 300 MB a rank) are not held
+            # through the next epochs' group loads; built again (from the shards) at the next evaluation
+        return metrics
 
     def _evaluator(self) -> DistributedEvaluator:
         owner, lg = owner_of_chunks(self.sets, self.k), self.owned
