@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from grappa.comm import make_comm
 from grappa.comm.base import SUM
+from grappa.models import import_layers
 from grappa.plugins import load_plugins
 from grappa.train.cli import build_parser, config_from_args, run
 
@@ -49,6 +50,7 @@ def main(argv=None) -> None:
         p.error("give --plan, or --out with the grappa-train arguments after --")
     parser = build_parser()
     cfgs = [config_from_args(parser.parse_args([*r["args"], "--out", r["out"]])) for r in plan]
+    import_layers()  # before the communicator starts (grappa.models.import_layers says why)
     comm = make_comm(cfgs[0].backend, cfgs[0].comm_timeout)
     try:
         for cfg in cfgs:

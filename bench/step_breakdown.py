@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from grappa.comm import BACKENDS, make_comm
 from grappa.comm.base import threads_per_rank
 from grappa.graph.raw import SPLIT_TRAIN
-from grappa.models import MODELS, build_model, sampled_forward
+from grappa.models import MODELS, build_model, import_layers, sampled_forward
 from grappa.sampling import NeighborSampler
 from grappa.shards.assemble import load_chunk_set
 from grappa.shards.format import load_manifest
@@ -84,6 +84,7 @@ def main(argv=None) -> None:
                    help="load the chunk sets of this many ranks (default: the ranks running): one process "
                         "with --as-ranks 4 times rank 0's step of a 4-rank run alone, without the allreduce")
     a = p.parse_args(argv)
+    import_layers()  # before the communicator starts (grappa.models.import_layers says why)
     comm = make_comm(a.backend)
     torch.set_num_threads(threads_per_rank())
     m = load_manifest(a.data)

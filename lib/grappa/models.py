@@ -24,6 +24,13 @@ from grappa.graph.csr import CSR
 # PyG is imported where a layer is built, not here: its import (torch._dynamo with it) costs 3 to 4 s a
 # process on this machine, which every --help, refused input and data-preparation command would pay.
 
+
+def import_layers() -> None:
+    """Import PyG's layers now. A run that will build a model calls this before its communicator
+    starts: Horovod's background thread negotiates every cycle once started, and through a 3 to 4 s
+    import that put 850 KB on a 2-node Cora run's wire, uncounted (tests/test_emulated_cluster.py)."""
+    import torch_geometric.nn  # noqa: F401
+
 # name -> model class (in_dim, hidden, out_dim, num_layers, dropout[, heads]); a model in a module of
 # its own registers itself with ``@register_model("name")`` (loaded by GRAPPA_PLUGINS, grappa.plugins)
 MODELS: dict[str, type] = {}

@@ -34,7 +34,7 @@ from grappa.comm import ByteCounter, Comm, make_comm
 from grappa.comm.base import MIN, threads_per_rank
 from grappa.errors import InputError
 from grappa.memory import freed_pages_kept, reset_peak_rss
-from grappa.models import remove_generated_sources
+from grappa.models import import_layers, remove_generated_sources
 from grappa.shards.format import load_manifest
 from grappa.shards.validate import check_totals, validate_share
 from grappa.train.config import TrainConfig, make_optimizer
@@ -173,6 +173,8 @@ def run(cfg: TrainConfig, comm: Comm | None = None) -> dict:
     if cfg.options is None:
         cfg.options = cls.make_options({})
     own_comm = comm is None
+    if own_comm:
+        import_layers()  # before the communicator starts (grappa.models.import_layers says why)
     comm = comm or make_comm(cfg.backend, cfg.comm_timeout, cls.expected_wait_s(cfg.options))
     out, ckpt_dir = Path(cfg.out), Path(cfg.out) / "checkpoints"
     _agree_on_input(comm, lambda: check_data_present(cfg, cls, comm.size))
