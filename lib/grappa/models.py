@@ -22,7 +22,7 @@ from torch import nn
 from grappa.graph.csr import CSR
 
 # PyG is imported where a layer is built, not here: its import (torch._dynamo with it) costs 3 to 4 s a
-# process on this machine, which every --help, refused input and data-preparation command would pay.
+# process on this machine, which every --help, refused flag and data-preparation command would pay.
 
 
 def import_layers() -> None:
