@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 import tempfile
-import warnings
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from grappa.graph.csr import CSR
+from grappa.sparse_input import SparseLayout, SparseRows, csr_matrix, dense, linear
 
 # PyG is imported where a layer is built, not here: its import (torch._dynamo with it) costs 3 to 4 s a
 # process on this machine, which every --help, refused flag and data-preparation command would pay.
@@ -66,8 +66,17 @@ def dropout(x: torch.Tensor, p: float, training: bool, nonzero: torch.Tensor | N
         return (x * (_uniform16(x.numel()).view(x.shape) < keep - 32768)).mul_(65536.0 / keep)
     flat = x.reshape(-1)
     out = torch.zeros_like(flat)
-    out[nonzero] = (flat[nonzero] * (_uniform16(len(nonzero)) < keep - 32768)).mul_(65536.0 / keep)
+    out[nonzero] = drop_values(flat[nonzero], p)
     return out.view(x.shape)
+
+
+def drop_values(v: torch.Tensor, p: float) -> torch.Tensor:
+    """``dropout``'s mask and rescale over a flat tensor of values (0 < p < 1):
+    the nonzeros of an input, drawn for in their row-major order."""
+    keep = round((1.0 - p) * 65536)
+    if keep == 0:
+        return torch.zeros_like(v)
+    return (v * (_uniform16(v.numel()) < keep - 32768)).mul_(65536.0 / keep)
 
 
 def _uniform16(n: int) -> torch.Tensor:
@@ -79,7 +88,7 @@ def as_float(x: torch.Tensor) -> torch.Tensor:
     """Features stored as float16 (``grappa-partition --feature-dtype float16``)
     are computed in float32: cast the rows a layer is about to use, so only
     they, never the whole stored matrix, take four bytes a value."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    return x.float() if isinstance(x, torch.Tensor) and x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 class NonzeroCache:
@@ -99,7 +108,7 @@ class NonzeroCache:
 
     def __init__(self, max_density: float = 0.25):
         self.max_density = max_density
-        self._last = None  # (weakref to the input, its _version, indices or None)
+        self._last = None  # [weakref to the input, its _version, indices or None, SparseLayout or None]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor | None:
         if x.requires_grad:
@@ -109,8 +118,18 @@ class NonzeroCache:
             return last[2]
         sparse = int(torch.count_nonzero(x)) <= self.max_density * x.numel()
         idx = x.reshape(-1).nonzero().squeeze(1) if sparse else None
-        self._last = (weakref.ref(x), x._version, idx)  # _version: an in-place change rescans
+        self._last = [weakref.ref(x), x._version, idx, None]  # _version: an in-place change rescans
         return idx
+
+    def layout(self, x: torch.Tensor, max_density: float) -> SparseLayout | None:
+        """``x``'s nonzeros as a CSR layout with their values (gathered once per
+        input) when at most ``max_density`` of its entries are nonzero, else None."""
+        idx = self(x) if x.dim() == 2 else None
+        if idx is None or len(idx) > max_density * x.numel():
+            return None
+        if self._last[3] is None:
+            self._last[3] = SparseLayout(idx, x.size(0), x.size(1), values=x.reshape(-1)[idx])
+        return self._last[3]
 
 
 NORMS = ("none", "layer", "batch")
@@ -192,14 +211,25 @@ class LayerwiseGNN(nn.Module):
         *all* their in-edges present, given every node's global in-degree."""
         return edge_index, None
 
-    def input(self, x):
+    # Models whose layer 0 takes ``SparseRows`` (grappa.sparse_input) in training, and the density up to
+    # which their input goes that way: at 5% a sparse product and its backward still beat the dense ones.
+    takes_sparse_input = False
+    SPARSE_INPUT_DENSITY = 0.05
+
+    def input(self, x, sparse: bool = False):
         """What happens to the features before layer 0 (input dropout; blocks:
-        the input projection). Per node, so a rank may apply it to any rows."""
+        the input projection). Per node, so a rank may apply it to any rows.
+        ``sparse``: a sparse input's dropped nonzeros as ``SparseRows`` (same
+        draws, same values) where the model's layer 0 takes them."""
         x = as_float(x)
         if self.blocks is not None:
             return dropout(F.relu(self.input_lin(x)), self.dropout, self.training)
         if not self.training or self.input_dropout == 0.0:
             return x
+        layout = self._input_nonzero.layout(x, self.SPARSE_INPUT_DENSITY) \
+            if sparse and self.takes_sparse_input and 0.0 < self.input_dropout < 1.0 else None
+        if layout is not None:
+            return SparseRows(layout, drop_values(layout.values, self.input_dropout))
         return dropout(x, self.input_dropout, True, nonzero=self._input_nonzero(x))
 
     def adjacency(self, edge_index, edge_weight, num_nodes):
@@ -289,7 +319,7 @@ class LayerwiseGNN(nn.Module):
     def forward(self, x, edge_index, edge_weight=None):
         if edge_weight is None and edge_index.layout == torch.strided:  # not prepared yet
             edge_index, edge_weight = self.graph(edge_index, x.size(0))
-        x = self.input(x)
+        x = self.input(x, sparse=edge_index.layout != torch.strided)
         for i in range(self.num_layers):
             x = self.layer(i, x, edge_index, edge_weight)
         return x
@@ -313,13 +343,6 @@ def sparse_adjacency(edge_index, edge_weight, num_nodes, rows: int | None = None
     order = order[torch.argsort(dst[order], stable=True)]  # by destination, then source
     w = edge_weight[order] if edge_weight is not None else torch.ones(len(order))
     return csr_matrix(crow, src[order], w, (rows, num_nodes)), None
-
-
-def csr_matrix(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """A sparse CSR tensor, without torch's "sparse CSR support is in beta" warning."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(crow, col, values, shape)
 
 
 def leading_rows(adj: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
@@ -418,15 +441,17 @@ class GCN(SparseAdjacencyMixin, LayerwiseGNN):
         w[edge_index.size(1) + num_targets:] = 1.0
         return ei, w
 
+    takes_sparse_input = True
+
     def _conv(self, i, x, edge_index, edge_weight):
         if edge_index.layout == torch.strided:  # an edge list (layer-wise inference): PyG's conv
-            return self.convs[i](x, edge_index, edge_weight)
+            return self.convs[i](dense(x), edge_index, edge_weight)
         return self._conv_targets(i, x, edge_index, edge_index.size(0))
 
     def _conv_targets(self, i, x, adj, targets):
         conv = self.convs[i]  # GCNConv(normalize=False) over the prepared matrix: the self-loops are edges
-        if project_first(adj, conv.in_channels, conv.out_channels):
-            out = aggregate(adj, conv.lin(x))
+        if isinstance(x, SparseRows) or project_first(adj, conv.in_channels, conv.out_channels):
+            out = aggregate(adj, linear(x, conv.lin.weight))
         else:
             out = conv.lin(aggregate(adj, x))
         return out if conv.bias is None else out.add_(conv.bias)
@@ -448,6 +473,7 @@ class GCN(SparseAdjacencyMixin, LayerwiseGNN):
 class SAGE(SparseAdjacencyMixin, LayerwiseGNN):
     computes_targets_only = True
     streams = True  # mean aggregation, root weight, no projection or normalisation (SAGEConv's defaults)
+    takes_sparse_input = True
 
     def __init__(self, in_dim, hidden, out_dim, num_layers=2, dropout=0.5, residual=False, norm="none"):
         from torch_geometric.nn import SAGEConv
@@ -458,17 +484,18 @@ class SAGE(SparseAdjacencyMixin, LayerwiseGNN):
 
     def _conv(self, i, x, edge_index, edge_weight):
         if edge_index.layout == torch.strided:  # an edge list (layer-wise inference): PyG's conv
-            return self.convs[i](x, edge_index)
+            return self.convs[i](dense(x), edge_index)
         return self._conv_targets(i, x, edge_index, edge_index.size(0))
 
     def _conv_targets(self, i, x, adj, targets):
         conv = self.convs[i]  # SAGEConv's defaults: lin_l(mean of the sources) + lin_r(the target's own row)
-        if project_first(adj, conv.in_channels, conv.out_channels):  # the mean is linear: same result
-            neigh = aggregate(adj, F.linear(x, conv.lin_l.weight), mean=True)
+        # the mean is linear: projecting first gives the same result
+        if isinstance(x, SparseRows) or project_first(adj, conv.in_channels, conv.out_channels):
+            neigh = aggregate(adj, linear(x, conv.lin_l.weight), mean=True)
             neigh = neigh if conv.lin_l.bias is None else neigh.add_(conv.lin_l.bias)
         else:
             neigh = conv.lin_l(aggregate(adj, x, mean=True))
-        return neigh.add_(conv.lin_r(x[:targets]))
+        return neigh.add_(linear(x[:targets], conv.lin_r.weight, conv.lin_r.bias))
 
     def stream_scales(self, in_degree, in_count, num_targets):
         return None, 1.0 / np.maximum(in_count, 1).astype(np.float32), None  # the mean over the edges present
@@ -557,7 +584,7 @@ def sampled_forward(model: nn.Module, x: torch.Tensor, sub) -> torch.Tensor:
     # One matrix for the whole sample (GCN: normalised over it, as untrimmed); its
     # rows are the destinations, so each layer's targets are its leading rows.
     adj, _ = sparse_adjacency(*model.prepare(sub.edge_index, x.size(0)), x.size(0))
-    h, L = model.input(x), model.num_layers
+    h, L = model.input(x, sparse=True), model.num_layers
     for i in range(L):
         targets, sources = sub.hop_nodes[L - 1 - i], sub.hop_nodes[L - i]
         h = model.layer(i, h[:sources], leading_rows(adj, targets, sources), targets=targets)
