@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from grappa.graph.csr import CSR
-from grappa.sparse_input import SparseLayout, SparseRows, csr_matrix, dense, linear
+from grappa.sparse_input import SparseLayout, SparseRows, csr_matrix, csr_transpose, dense, linear
 
 # PyG is imported where a layer is built, not here: its import (torch._dynamo with it) costs 3 to 4 s a
 # process on this machine, which every --help, refused flag and data-preparation command would pay.
@@ -396,13 +396,9 @@ def transpose_of(adj: torch.Tensor) -> torch.Tensor:
     backward and kept on ``adj``, so a graph reused every epoch pays once."""
     t = adj.__dict__.get("_grappa_transpose")
     if t is None:
-        crow, col, val = adj.crow_indices(), adj.col_indices(), adj.values()
         rows, cols = adj.shape
-        row = torch.repeat_interleave(torch.arange(rows, dtype=col.dtype), crow.diff())
-        order = torch.argsort(col, stable=True)  # by source; destinations stay ascending within one
-        tcrow = torch.zeros(cols + 1, dtype=crow.dtype)
-        tcrow[1:] = torch.cumsum(torch.bincount(col, minlength=cols), 0)
-        t = adj._grappa_transpose = csr_matrix(tcrow, row[order], val[order], (cols, rows))
+        tcrow, trow, order = csr_transpose(adj.crow_indices(), adj.col_indices(), rows, cols)
+        t = adj._grappa_transpose = csr_matrix(tcrow, trow, adj.values()[order], (cols, rows))
     return t
 
 

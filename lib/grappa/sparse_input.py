@@ -24,6 +24,16 @@ def csr_matrix(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shap
         return torch.sparse_csr_tensor(crow, col, values, shape)
 
 
+def csr_transpose(crow: torch.Tensor, col: torch.Tensor, rows: int, cols: int):
+    """(crow, col, order) of a rows x cols CSR structure's transpose: the
+    transpose's values are the matrix's ``values[order]``."""
+    row = torch.repeat_interleave(torch.arange(rows, dtype=col.dtype), crow.diff())
+    order = torch.argsort(col, stable=True)  # by column; rows stay ascending within one
+    crow_t = torch.zeros(cols + 1, dtype=crow.dtype)
+    crow_t[1:] = torch.cumsum(torch.bincount(col, minlength=cols), 0)
+    return crow_t, row[order], order
+
+
 class SparseLayout:
     """Where a rows x cols matrix's nonzeros are (``flat``: row-major flat
     indices, ascending), as CSR; its transpose is built at the first backward
@@ -41,11 +51,7 @@ class SparseLayout:
     def transpose(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(crow, col, order) of the cols x rows transpose: its values are ``values[order]``."""
         if self._transpose is None:
-            row = torch.repeat_interleave(torch.arange(self.rows), self.crow.diff())
-            order = torch.argsort(self.col, stable=True)  # by column; rows stay ascending within one
-            crow_t = torch.zeros(self.cols + 1, dtype=torch.int64)
-            crow_t[1:] = torch.cumsum(torch.bincount(self.col, minlength=self.cols), 0)
-            self._transpose = (crow_t, row[order], order)
+            self._transpose = csr_transpose(self.crow, self.col, self.rows, self.cols)
         return self._transpose
 
     def head(self, n: int) -> SparseLayout:
