@@ -204,12 +204,27 @@ def method_summary(label: str, runs: list[dict]) -> dict:
     return cls.bench_summary(runs) if cls else {}
 
 
-def analytic(raw: Path, metis_dir: Path, train_args: list[str], ranks: int) -> dict:
-    """Predicted bytes (grappa.analysis.comm_model), from the graph and model only."""
+def check_plans(plans: dict, p: argparse.ArgumentParser) -> None:
+    """Every run's arguments parsed as grappa-train will, before any launch: a flag that one
+    method refuses (a RETEXO flag after `--` with centralized also planned) fails now, not
+    after the other methods' runs."""
+    from grappa.errors import InputError
+    from grappa.train.cli import build_parser, config_from_args
+
+    for r in plans[False] + plans[True]:
+        try:
+            config_from_args(build_parser().parse_args(r["args"]))
+        except InputError as e:
+            p.error(f"{r['method']}: {e}")
+
+
+def analytic(raw: Path, metis_dir: Path, train_args: list[str], ranks: int, method: str) -> dict:
+    """Predicted bytes (grappa.analysis.comm_model), from the graph and model only; the
+    arguments parsed for ``method``, one of the runs (they may carry its own flags)."""
     from grappa.analysis.comm_model import predicted_bytes
     from grappa.train.cli import build_parser, config_from_args
 
-    cfg = config_from_args(build_parser().parse_args(["--data", str(raw), *train_args]))
+    cfg = config_from_args(build_parser().parse_args(["--data", str(raw), *train_args, "--method", method]))
     return predicted_bytes(raw, metis_dir, cfg, ranks)
 
 
@@ -490,6 +505,7 @@ def main(argv=None) -> None:
     work, out = Path(a.work), Path(a.out)
     raw = prepare_raw(a)
     datasets, plans = make_plans(a, raw, work, out, train_args)
+    check_plans(plans, p)
     metis_dir = datasets.get(("metis", a.ranks)) or prepare_partition(raw, work, "metis", a.ranks, a.partition_ranks)
     print(f"[bench] datasets ready in {time.perf_counter() - t0:.0f} s: {raw}, {sorted(map(str, datasets.values()))}",
           flush=True)
@@ -504,7 +520,7 @@ def main(argv=None) -> None:
         run_plan(a, out, distributed, plan)
     summary, results, curves, central = summaries(plans)
     metric = next(iter(results.values()))[0]["metric"]
-    pred = analytic(raw, metis_dir, train_args, a.ranks)
+    pred = analytic(raw, metis_dir, train_args, a.ranks, method_class(next(iter(results))).name)
     wall = time.perf_counter() - t0
     md = report(a, raw, summary, pred, metric, wall, train_args)
     (out / "bench.md").write_text(md)

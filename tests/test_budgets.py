@@ -75,6 +75,20 @@ def test_budget_is_refused_beside_epochs_and_when_malformed(cora_dir, tmp_path, 
         assert not (tmp_path / "o").exists()
 
 
+def test_a_flag_one_planned_method_refuses_fails_before_any_run(cora_dir, work, tmp_path, capsys):
+    """A RETEXO flag after `--` beside centralized: refused in the seconds before the first
+    launch (it used to be found by the analysis after every run had finished)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from compare import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--raw", str(cora_dir), "--ranks", "2", "--work", str(work), "--out", str(tmp_path / "o"),
+              "--methods", "centralized", "retexo", "--", "--stage-lr", "0.01"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "centralized" in err and "--stage-lr" in err, err[-500:]
+    assert not (tmp_path / "o").exists()
+
+
 def _curve(vals, provisional=0):
     """metrics.jsonl rows: an evaluation every 5 epochs, the first ``provisional`` marked so."""
     return [{"epoch": 5 * i + 4, "val_metric": v, **({"provisional": True} if i < provisional else {})}

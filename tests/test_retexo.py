@@ -41,6 +41,7 @@ def test_bytes_are_boundary_rows_once_per_stage_plus_gradients(cora_dir, cora_k8
     res = json.loads((out / "result.json").read_text())
     params = [F * H + H + 2 * H + H * C + C, H * C + C]  # conv + LayerNorm + aux head; the final conv
     assert res["num_params_by_stage"] == params and res["rounds_per_stage"] == rounds
+    assert res["stage_lr"] == res["config"]["lr"] == 0.01  # --stage-lr 0: the --lr every method shares
     rows = rows_sent(cora_dir, cora_k8, ranks)
     assert res["halo_rows_sent"] == rows[0]
     ring = 2 * (ranks - 1) / ranks

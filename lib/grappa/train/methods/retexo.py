@@ -9,7 +9,7 @@ Stage l then trains only its own layer, full-batch on the rank's nodes:
     aux_l = Linear(e_l)                      their auxiliary classifier
     out   = conv_L(H_L)                      the final stage: the logits
 
-with a fresh Adam per stage (``--stage-lr``, --weight-decay), one step per
+with a fresh Adam per stage (``--stage-lr``, by default --lr; --weight-decay), one step per
 round, the loss over the training nodes that have an in-edge, and the
 weight gradients summed with one allreduce (``train_grad``: the global mean
 loss, i.e. each rank weighted by its training-node count). The parameters
@@ -111,14 +111,17 @@ class RetexoOptions:
 
     rounds_per_stage: int = field(default=0, metadata={
         "help": "rounds (epochs) of each non-final stage; the final stage runs the rest; 0 = --epochs / --layers"})
-    stage_lr: float = field(default=0.003, metadata={"help": "Adam learning rate of every stage (--lr is unused)"})
+    # 0 = --lr: the rate every method of a comparison shares (the authors use 0.003 to 0.01; at 0.003 the stages
+    # did not converge within the budgets the other methods do: docs/BENCHMARKS.md, "RETEXO's stage learning rate")
+    stage_lr: float = field(default=0.0, metadata={
+        "help": "Adam learning rate of every stage; 0 = --lr (the authors use 0.003 to 0.01)"})
     stage_seconds: float = field(default=0.0, metadata={
         "help": "a non-final stage ends once its rounds have taken this many seconds (all ranks agree), the "
                 "final stage runs until --epochs or --time-budget; 0 = --rounds-per-stage"})
 
     def __post_init__(self):
         check_options(self, (("--rounds-per-stage", self.rounds_per_stage >= 0, "0 or more"),
-                             ("--stage-lr", self.stage_lr > 0, "positive"),
+                             ("--stage-lr", self.stage_lr >= 0, "0 (= --lr) or positive"),
                              ("--stage-seconds", self.stage_seconds >= 0, "0 (rounds) or more seconds")))
 
 
@@ -127,7 +130,7 @@ class Retexo(Method):
 
     Args (``RetexoOptions``):
         rounds_per_stage (int): rounds of each non-final stage, 0 = --epochs / --layers (default 0).
-        stage_lr (float): each stage's fresh Adam learning rate (default 0.003).
+        stage_lr (float): each stage's fresh Adam learning rate, 0 = --lr (default 0).
         stage_seconds (float): a non-final stage's seconds of rounds, 0 = by rounds (default 0).
 
     Its natural budget: ``N`` epochs are ``N`` rounds of every stage (a round
@@ -169,6 +172,9 @@ class Retexo(Method):
         self.stage_starts, self.stage_time, self.rounds = [0], 0.0, 0  # epochs at which each stage began
         self.best_val, self.best = -1.0, None
         self.stage_bytes: list[dict] = []
+        self.stage_lr = self.opts.stage_lr or cfg.lr
+        if not self.opts.stage_lr:  # a diverged run is told to lower the rate it ran at
+            self.rate_flags = ("lr", "weight_decay")
         self.opt = self._stage_optimizer(0)
 
     @classmethod
@@ -180,7 +186,7 @@ class Retexo(Method):
 
     def _stage_optimizer(self, i: int) -> torch.optim.Optimizer:
         params = [q for m in self.model.stage_modules(i) for q in m.parameters()]
-        return torch.optim.Adam(params, lr=self.opts.stage_lr, weight_decay=self.cfg.weight_decay)
+        return torch.optim.Adam(params, lr=self.stage_lr, weight_decay=self.cfg.weight_decay)
 
     @property
     def provisional(self) -> bool:
@@ -297,7 +303,8 @@ class Retexo(Method):
 
     def result_extra(self) -> dict:
         starts = self.stage_starts + [self.rounds]
-        return dict(stages=self.cfg.layers, rounds_per_stage=self.rps, train_bytes_by_stage=self.stage_bytes,
+        return dict(stages=self.cfg.layers, rounds_per_stage=self.rps, stage_lr=self.stage_lr,
+                    train_bytes_by_stage=self.stage_bytes,
                     stages_trained=len(self.stage_starts), rounds_by_stage=list(np.diff(starts).tolist()),
                     halo_rows_sent=self.plan.rows_sent,
                     num_params_by_stage=[sum(q.numel() for m in self.model.stage_modules(i) for q in m.parameters())
