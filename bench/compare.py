@@ -2,8 +2,9 @@
 """The comparison benchmark: every method on one graph, side by side.
 
 Runs registered methods (grappa.train.registry; by default its
-BENCH_DEFAULT, `--methods all` every one) with the same model, budget and
-seeds. `--budget epochs=N|seconds=S` (default: the preset's) gives every
+BENCH_DEFAULT, `--methods all` every one that accepts the training
+arguments: the others are named in the table) with the same model, budget
+and seeds. Every run's arguments are checked before the first launch. `--budget epochs=N|seconds=S` (default: the preset's) gives every
 method the same budget in its own terms (``Method.budget_flags``: N rounds
 of every RETEXO stage, N averaging periods, N LLCG rounds, N epochs for the
 rest; or the same S seconds of training and evaluation to each), and the
@@ -204,18 +205,30 @@ def method_summary(label: str, runs: list[dict]) -> dict:
     return cls.bench_summary(runs) if cls else {}
 
 
-def check_plans(plans: dict, p: argparse.ArgumentParser) -> None:
-    """Every run's arguments parsed as grappa-train will, before any launch: a flag that one
-    method refuses (a RETEXO flag after `--` with centralized also planned) fails now, not
-    after the other methods' runs."""
+def check_plans(a, plans: dict, p: argparse.ArgumentParser) -> dict[str, str]:
+    """Every run's arguments parsed as grappa-train will, before any launch: a flag that a
+    named method refuses (a RETEXO flag after `--` with centralized also named) fails now,
+    not after the other methods' runs. Under `--methods all` a method that refuses the
+    training arguments (RETEXO those of the hetero preset's residual blocks) is left out
+    instead; returns {its label: why}, for the report."""
     from grappa.errors import InputError
     from grappa.train.cli import build_parser, config_from_args
 
-    for r in plans[False] + plans[True]:
-        try:
-            config_from_args(build_parser().parse_args(r["args"]))
-        except InputError as e:
-            p.error(f"{r['method']}: {e}")
+    left_out = {}
+    for distributed, plan in plans.items():
+        kept = []
+        for r in plan:
+            try:
+                config_from_args(build_parser().parse_args(r["args"]))
+                kept.append(r)
+            except InputError as e:
+                if a.methods != ["all"]:
+                    p.error(f"{r['method']}: {e}")
+                left_out[r["method"]] = str(e)
+        plans[distributed] = kept
+    for label, why in left_out.items():
+        print(f"[bench] left out {label}: {why}", flush=True)
+    return left_out
 
 
 def analytic(raw: Path, metis_dir: Path, train_args: list[str], ranks: int, method: str) -> dict:
@@ -318,6 +331,9 @@ def report(a, raw: Path, summary: dict, pred: dict, metric: str, wall: float, tr
              + f"; random partitions: K = {a.chunks_per_rank * a.ranks}; METIS: K = {a.ranks}.  ",
              f"Machine: {os.cpu_count()} cores; total benchmark time {wall:.0f} s.", "",
              table(summary, metric), ""]
+    left_out = getattr(a, "left_out", {})
+    if left_out:
+        lines += [f"Left out of `--methods all`: {label} ({why})." for label, why in left_out.items()] + [""]
     analysis = [line for label in summary if (cls := method_class(label))
                 for line in cls.bench_lines(summary, metric, pred)]
     if "centralized" in summary:
@@ -505,7 +521,7 @@ def main(argv=None) -> None:
     work, out = Path(a.work), Path(a.out)
     raw = prepare_raw(a)
     datasets, plans = make_plans(a, raw, work, out, train_args)
-    check_plans(plans, p)
+    a.left_out = check_plans(a, plans, p)
     metis_dir = datasets.get(("metis", a.ranks)) or prepare_partition(raw, work, "metis", a.ranks, a.partition_ranks)
     print(f"[bench] datasets ready in {time.perf_counter() - t0:.0f} s: {raw}, {sorted(map(str, datasets.values()))}",
           flush=True)

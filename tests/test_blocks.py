@@ -50,19 +50,21 @@ def test_batch_norm_running_statistics_are_averaged_over_the_ranks(tmp_path):
 
 
 def test_every_distributed_method_trains_the_blocks(cora_dir, tmp_path):
-    """Every registered method but RETEXO (its own stages) with --residual --norm batch,
-    in one compare.py invocation; RETEXO says what to drop."""
+    """`--methods all` with --residual --norm batch, in one compare.py invocation: every
+    registered method but RETEXO (its own stages), which is left out and says what to drop."""
     from grappa.train.registry import METHODS
 
     names = [n for n in METHODS if n != "retexo"]
     r = subprocess.run([sys.executable, str(ROOT / "bench/compare.py"), "--raw", str(cora_dir), "--ranks", "2",
-                        "--seeds", "0", "--methods", *names, "--work", str(tmp_path / "w"), "--out",
+                        "--seeds", "0", "--methods", "all", "--work", str(tmp_path / "w"), "--out",
                         str(tmp_path / "o"), "--", "--epochs", "3", "--eval-every", "3", "--hidden", "8",
                         "--residual", "--norm", "batch"], env=mpi_env(), capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     bench = json.loads((tmp_path / "o" / "bench.json").read_text())
     runs, pred, summary = bench["runs"], bench["analytic"], bench["summary"]
-    assert len(runs) == len(names)
+    assert sorted(r["config"]["method"] for (r,) in runs.values()) == sorted(names)
+    assert "left out RETEXO: --residual" in r.stdout
+    assert "Left out of `--methods all`: RETEXO (--residual" in (tmp_path / "o" / "bench.md").read_text()
     # the byte model knows the blocks: hidden-wide layer inputs, and the input projection's halo gradient
     assert summary["halo"]["train_bytes_per_rank_per_epoch"] == pytest.approx(pred["halo_bytes_per_rank_per_epoch"])
     assert summary["grappa"]["train_bytes_per_rank_per_epoch"] == pytest.approx(pred["grappa_bytes_per_rank_per_epoch"])

@@ -89,6 +89,30 @@ def test_a_flag_one_planned_method_refuses_fails_before_any_run(cora_dir, work, 
     assert not (tmp_path / "o").exists()
 
 
+def test_methods_all_leaves_out_a_method_that_refuses_the_training_arguments(cora_dir, capsys):
+    """`--methods all` with the hetero preset's residual blocks: RETEXO (which trains its own
+    stages) is left out and said so; named explicitly, it is refused (exit 2)."""
+    import argparse
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from compare import check_plans
+
+    def plans():
+        return {False: [{"method": "centralized", "args": ["--data", str(cora_dir), "--method", "centralized",
+                                                           "--residual", "--norm", "layer"]}],
+                True: [{"method": "RETEXO", "args": ["--data", str(cora_dir), "--method", "retexo", "--residual",
+                                                     "--norm", "layer"]}]}
+
+    p, kept = argparse.ArgumentParser(), plans()
+    left = check_plans(argparse.Namespace(methods=["all"]), kept, p)
+    assert list(left) == ["RETEXO"] and "--residual" in left["RETEXO"]
+    assert kept[True] == [] and [r["method"] for r in kept[False]] == ["centralized"]
+    assert "left out RETEXO" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        check_plans(argparse.Namespace(methods=["centralized", "retexo"]), plans(), p)
+    assert e.value.code == 2 and "RETEXO: --residual" in capsys.readouterr().err
+
+
 def _curve(vals, provisional=0):
     """metrics.jsonl rows: an evaluation every 5 epochs, the first ``provisional`` marked so."""
     return [{"epoch": 5 * i + 4, "val_metric": v, **({"provisional": True} if i < provisional else {})}

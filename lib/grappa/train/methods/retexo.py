@@ -143,7 +143,8 @@ class Retexo(Method):
     rate_flags = ("stage_lr", "weight_decay")
 
     @classmethod
-    def build_model(cls, cfg, in_dim: int, out_dim: int) -> nn.Module:
+    def check_config(cls, cfg) -> None:
+        super().check_config(cfg)
         if cfg.model not in CONVS:
             raise InputError("--model", f"--method retexo defines stages for {', '.join(CONVS)}, not {cfg.model}",
                              "use --model gcn, sage or gat")
@@ -151,6 +152,9 @@ class Retexo(Method):
             raise InputError("--residual" if cfg.residual else "--norm", "--method retexo trains its own stages "
                              "(each a conv with LayerNorm and ReLU, trained alone): a residual or a norm across "
                              "greedy stages is not the method", "drop --residual and --norm")
+
+    @classmethod
+    def build_model(cls, cfg, in_dim: int, out_dim: int) -> nn.Module:
         return RetexoNet(cfg.model, in_dim, cfg.hidden, out_dim, cfg.layers, cfg.dropout, cfg.heads)
 
     def __init__(self, cfg, comm, data, model, optimizer, stop_flag=lambda: False):
