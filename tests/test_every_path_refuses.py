@@ -189,6 +189,24 @@ def test_a_nan_mid_run_stops_keeps_the_last_good_checkpoint_and_resumes(cora_k8,
     assert logged == list(range(8))
 
 
+@pytest.mark.parametrize("method,flags", [("random-tma", ["--average-every-steps", 5, "--steps-per-epoch", 5]),
+                                          ("grappa", [])])
+def test_a_nan_in_one_ranks_copy_ends_every_rank_in_that_epoch(cora_k8, tmp_path, method, flags):
+    """Rank 0's parameters (its averaging's result, its gradient allreduce's) turn NaN in epoch 5
+    and rank 1's stay finite: the flag that rides on the epoch's last collective
+    (``Method.nonfinite_ranks``) ends both ranks there, with one error line and no result."""
+    out = tmp_path / "run"
+    env = mpi_env()
+    env["GRAPPA_FAULT"] = "0:step:6::nan"  # the 6th training collective on rank 0: epoch 5's
+    r = subprocess.run(["mpirun", "-np", "2", "--oversubscribe", "python", "-m", "grappa.train", "--method", method,
+                        *map(str, flags), "--data", str(cora_k8), "--out", str(out), "--epochs", "8",
+                        "--no-progress"], env=env, capture_output=True, text=True, timeout=300)
+    one_error(r, 1, "training diverged in epoch 5", "--lr 0.01")
+    assert not (out / "result.json").exists()
+    logged = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert logged == list(range(5))
+
+
 # ------------------------------------------------- the partitioner's disk errors
 @pytest.fixture(params=["full", "read-only"])
 def small_fs(request, tmp_path):

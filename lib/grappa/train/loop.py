@@ -164,13 +164,21 @@ def _add_training_comm(st: LoopState, before: tuple, after: tuple) -> tuple[dict
     return sent, sum(spent.values())
 
 
+def nonfinite(model: torch.nn.Module, loss: float) -> bool:
+    """This rank's loss or parameters hold NaN or infinity."""
+    return not math.isfinite(loss) or not all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
 def check_finite(comm: Comm, method, epoch: int, loss: float) -> None:
     """Raise ``Diverged`` on every rank when any rank's loss or parameters are
     NaN or infinite (ranks of local-training methods hold their own
-    parameters: one control scalar lets them agree). Before the epoch is
-    logged or evaluated, so no checkpoint or result holds the bad state."""
-    bad = not math.isfinite(loss) or not all(bool(torch.isfinite(p).all()) for p in method.model.parameters())
-    if comm.allreduce_object_max(1.0 if bad else 0.0) > 0:
+    parameters, and a fault may strike one rank's copy: one control scalar
+    lets them agree, unless the epoch's own last collective already carried
+    each rank's flag: ``method.nonfinite_ranks``). Before the epoch is logged
+    or evaluated, so no checkpoint or result holds the bad state."""
+    bad = nonfinite(method.model, loss)
+    agreed, method.nonfinite_ranks = method.nonfinite_ranks, None
+    if (agreed > 0 or bad) if agreed is not None else comm.allreduce_object_max(1.0 if bad else 0.0) > 0:
         what = f"the loss is {loss}" if not math.isfinite(loss) else "the parameters hold NaN or infinity"
         raise Diverged(epoch, what + ("" if bad else " on another rank"), method.divergence_fix())
 

@@ -111,6 +111,9 @@ class Method:
         self.start_step = 0  # set when resuming mid-epoch
         self.stop_pending = False  # a stop arrived on an epoch's last step
         self.finished = False  # the method ended training early (a time budget)
+        # ranks whose loss or parameters went non-finite, when train_epoch's last collective (after its
+        # last step) summed each rank's flag (grappa.train.loop.nonfinite); None: the loop asks the ranks
+        self.nonfinite_ranks: int | None = None
         self.phases = PhasePeaks()  # peak RSS per phase; the CLI marks start-up as "setup"
 
     # ------------------------------------------------------------------ hooks

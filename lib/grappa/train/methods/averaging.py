@@ -54,7 +54,7 @@ from grappa.train.batches import batch_seeds, epoch_order, seed_torch
 from grappa.train.distributed_eval import DistributedEvaluator
 from grappa.train.evaluate import loss_fn
 from grappa.train.halo_exchange import HaloPlan
-from grappa.train.loop import StopRequested
+from grappa.train.loop import StopRequested, nonfinite
 from grappa.train.method import Method
 
 _GO, _LAST = 1.0, 2.0  # rank 0's round decisions: average; average and end training
@@ -141,9 +141,12 @@ class LocalTraining(Method):
         return loss.item()
 
     def mean_loss(self, losses: list[float]) -> float:
-        """The mean of every rank's mean local loss (ranks without steps left out)."""
-        mean = torch.tensor([float(np.mean(losses)) if losses else 0.0, float(bool(losses))], dtype=torch.float64)
+        """The mean of every rank's mean local loss (ranks without steps left out). The epoch's last
+        collective, after its parameters are final: each rank's divergence flag rides on it."""
+        mine = float(np.mean(losses)) if losses else 0.0
+        mean = torch.tensor([mine, float(bool(losses)), float(nonfinite(self.model, mine))], dtype=torch.float64)
         tot = self.comm.allreduce(mean, category="control")
+        self.nonfinite_ranks = round(float(tot[2]))
         return float(tot[0] / max(float(tot[1]), 1.0))
 
     def evaluate(self) -> tuple[float, float]:

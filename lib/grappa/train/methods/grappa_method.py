@@ -30,7 +30,7 @@ from grappa.train.distributed_eval import DistributedEvaluator
 from grappa.train.evaluate import loss_fn
 from grappa.train.gradients import GradientStep
 from grappa.train.halo_exchange import HaloPlan
-from grappa.train.loop import StopRequested
+from grappa.train.loop import StopRequested, nonfinite
 from grappa.train.method import Method
 
 WEIGHTINGS = ("uniform", "coverage", "shrinkage", "node")
@@ -354,11 +354,14 @@ class GrappaMethod(Method):
             # evaluation reads the owned rows only, and the next epoch's first step loads a group
             self.local, self.sampler, self.coverage = self.groups.base, None, self.coverage_of(self.groups.base)
             held, (read, over) = self.group_held, self.groups.take_counts()
-        stats = torch.tensor([float(np.mean(losses)) if losses else 0.0, held, read, over], dtype=torch.float64)
+        loss = float(np.mean(losses)) if losses else 0.0
+        # the divergence check rides on this allreduce (the loop's own would be one more per epoch)
+        stats = torch.tensor([loss, held, read, over, float(nonfinite(self.model, loss))], dtype=torch.float64)
         tot = self.comm.allreduce(stats, category="control") / self.comm.size
         self.group_held_max = max(self.group_held_max, float(tot[1]))
         self.shard_bytes_read += float(tot[2])
         self.groups_over_budget += round(float(tot[3]) * self.comm.size)  # all ranks, the whole run
+        self.nonfinite_ranks = round(float(tot[4]) * self.comm.size)
         return float(tot[0])
 
     def _agree_group_steps(self) -> None:
