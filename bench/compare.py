@@ -4,7 +4,8 @@
 Runs registered methods (grappa.train.registry; by default its
 BENCH_DEFAULT, `--methods all` every one that accepts the training
 arguments: the others are named in the table) with the same model, budget
-and seeds. Every run's arguments are checked before the first launch. `--budget epochs=N|seconds=S` (default: the preset's) gives every
+and seeds. Every run's arguments are checked before the first launch.
+`--budget epochs=N|seconds=S` (default: the preset's) gives every
 method the same budget in its own terms (``Method.budget_flags``: N rounds
 of every RETEXO stage, N averaging periods, N LLCG rounds, N epochs for the
 rest; or the same S seconds of training and evaluation to each), and the
