@@ -32,7 +32,7 @@ never trained) and its own summary keys and analysis lines. Writes, in --out:
     python bench/compare.py --preset cora --method-args FAMILY="FLAGS" --out DIR   # the families: --help
     python bench/compare.py --preset cora --ranks 4 --nodes 2 --network shm,1gbit,wan --out DIR   # network_compare.py
 
-Presets: cora (the shipped Cora; GCN, budget epochs=500), sbm (a generated
+Presets: cora (the shipped Cora; GCN, budget epochs=400), sbm (a generated
 SBM with 200k nodes and 2.4M edges; GCN hidden 64, epochs=50), sbm-sparse
 (30k nodes, average degree 8, homophily 0.45, weak features; SAGE hidden 64,
 epochs=100) and hetero (the heterophilous benchmark's recipe: 5 residual
@@ -61,10 +61,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = {
-    # epochs=500: PSGD-PA levels off after about 350 averaging periods on Cora, RETEXO's last stage by 500
-    # rounds; no method is flagged not converged at it (docs/BENCHMARKS.md, "at epochs=500")
+    # epochs=400: PSGD-PA levels off after about 350 averaging periods on Cora, RETEXO's stages (at --lr) well
+    # before 400 rounds; no method is flagged not converged at it (docs/BENCHMARKS.md, "The cora preset at epochs=400")
     "cora": {"train": ["--model", "gcn", "--hidden", "16", "--layers", "2", "--dropout", "0.5", "--lr", "0.01",
-                       "--weight-decay", "5e-4", "--eval-every", "10"], "budget": "epochs=500"},
+                       "--weight-decay", "5e-4", "--eval-every", "10"], "budget": "epochs=400"},
     "sbm": {"train": ["--model", "gcn", "--hidden", "64", "--layers", "2", "--dropout", "0.5", "--lr", "0.01",
                       "--weight-decay", "5e-4", "--eval-every", "5"], "budget": "epochs=50",
             "generate": ["sbm", "--num-nodes", "200000", "--avg-degree", "12", "--homophily", "0.6",
