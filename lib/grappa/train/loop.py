@@ -178,7 +178,9 @@ def check_finite(comm: Comm, method, epoch: int, loss: float) -> None:
     or evaluated, so no checkpoint or result holds the bad state."""
     bad = nonfinite(method.model, loss)
     agreed, method.nonfinite_ranks = method.nonfinite_ranks, None
-    if (agreed > 0 or bad) if agreed is not None else comm.allreduce_object_max(1.0 if bad else 0.0) > 0:
+    if agreed is None:  # no flag rode on the epoch's collectives: ask the ranks
+        agreed = comm.allreduce_object_max(1.0 if bad else 0.0)
+    if agreed > 0 or bad:
         what = f"the loss is {loss}" if not math.isfinite(loss) else "the parameters hold NaN or infinity"
         raise Diverged(epoch, what + ("" if bad else " on another rank"), method.divergence_fix())
 
