@@ -62,7 +62,7 @@ def test_every_distributed_method_trains_the_blocks(cora_dir, tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     bench = json.loads((tmp_path / "o" / "bench.json").read_text())
     runs, pred, summary = bench["runs"], bench["analytic"], bench["summary"]
-    assert sorted(r["config"]["method"] for (r,) in runs.values()) == sorted(names)
+    assert sorted(res["config"]["method"] for (res,) in runs.values()) == sorted(names)
     assert "left out RETEXO: --residual" in r.stdout
     assert "Left out of `--methods all`: RETEXO (--residual" in (tmp_path / "o" / "bench.md").read_text()
     # the byte model knows the blocks: hidden-wide layer inputs, and the input projection's halo gradient

@@ -20,6 +20,8 @@ def expected(r: int, p: int) -> dict:
         "alltoallv": [[q, r] for q in range(p) for _ in range(r + 1)],
         "alltoallv_splits": [r + 1] * p,
         "ialltoallv": [[q, r] for q in range(p) for _ in range(r + 1)],
+        "carrying": (p * base + sum(range(p))).tolist(),
+        "carrying_scalars": [float(sum(range(p))), float(p)],
         # cost model of grappa.comm.base, computed by hand:
         "bytes": {
             "a": 2 * round(2 * (p - 1) / p * 40),   # two allreduces of 10 float32
@@ -28,10 +30,13 @@ def expected(r: int, p: int) -> dict:
             "d": (p - 1) * 8 if r == 0 else 0,      # broadcast from root 0
             "e": 16 * sum(j + 1 for j in range(p) if j != r),  # j+1 int64 pairs to each other rank j
             "f": 16 * sum(j + 1 for j in range(p) if j != r),  # the same, non-blocking
+            "g": round(2 * (p - 1) / p * 40),       # allreduce_carrying: the tensor under its category,
+            "control": round(2 * (p - 1) / p * 8),  # the two scalars in the same allreduce under control
         },
         # latency rounds (the time model's messages in sequence): 2 (P-1) per ring allreduce,
         # P-1 per allgather, ceil(log2 P) per broadcast, 1 per alltoallv
-        "rounds": {"a": 2 * 2 * (p - 1), "b": 2 * (p - 1), "c": p - 1, "d": 2, "e": 1, "f": 1},
+        "rounds": {"a": 2 * 2 * (p - 1), "b": 2 * (p - 1), "c": p - 1, "d": 2, "e": 1, "f": 1,
+                   "g": 2 * (p - 1), "control": 0},  # the scalars add no round of their own
     }
 
 
@@ -50,7 +55,7 @@ def test_collectives_and_byte_counters_np4(tmp_path, backend):
             else:
                 assert got[key] == value, (key, r)
         # measured seconds inside each category's calls (the non-blocking one's wait included)
-        assert set(got["seconds"]) == {"a", "b", "c", "d", "e", "f", "barrier"}, got["seconds"]
+        assert set(got["seconds"]) == {"a", "b", "c", "d", "e", "f", "g", "barrier"}, got["seconds"]
         assert all(0 < s < 60 for s in got["seconds"].values()), got["seconds"]
 
 

@@ -17,6 +17,8 @@ t = torch.arange(10, dtype=torch.float32) + r  # 40 bytes
 res["allreduce_sum"] = comm.allreduce(t, category="a").tolist()
 res["allreduce_avg"] = comm.allreduce(t, AVERAGE, category="a").tolist()
 res["allreduce_max"] = comm.allreduce(torch.tensor([float(r)]), MAX, category="b").tolist()
+summed, scalars = comm.allreduce_carrying(t, [float(r), 1.0], category="g")  # 2 float32 scalars ride along
+res["carrying"], res["carrying_scalars"] = summed.tolist(), scalars.tolist()
 g = torch.full((r + 1, 3), float(r), dtype=torch.float64)  # (r+1)*24 bytes
 res["allgather"] = comm.allgather(g, category="c").tolist()
 b = torch.tensor([7.0, 8.0]) if r == 0 else torch.zeros(2)

@@ -142,6 +142,18 @@ class Comm:
         self._enter(category)
         return self._leave(category, self._allreduce(t, op) if p > 1 else t.clone())
 
+    def allreduce_carrying(self, t: torch.Tensor, scalars: list[float], category: str = "other"):
+        """Sum-allreduce of ``t`` with a few control scalars in the same collective (one latency, not
+        two): ``t``'s bytes are counted under ``category``, the scalars' under control. Returns
+        (the sum of ``t``, the sums of the scalars)."""
+        p, extra = self.size, torch.tensor(scalars, dtype=t.dtype)
+        self.counter.add(category, 2 * (p - 1) / p * nbytes(t), 2 * (p - 1))
+        self.counter.add("control", 2 * (p - 1) / p * nbytes(extra), 0)
+        both = torch.cat([t.detach().reshape(-1), extra])
+        self._enter(category)
+        out = self._leave(category, self._allreduce(both, SUM) if p > 1 else both)
+        return out[: t.numel()].view_as(t), out[t.numel():]
+
     def allgather(self, t: torch.Tensor, category: str = "other") -> torch.Tensor:
         """Concatenate every rank's tensor along dim 0 (first dims may differ)."""
         self.counter.add(category, (self.size - 1) * nbytes(t), self.size - 1)

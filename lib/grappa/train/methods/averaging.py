@@ -222,11 +222,12 @@ class ModelAveraging(LocalTraining):
 
     def average(self) -> bool:
         """Parameters <- their mean over ranks (``train_param``); returns whether
-        any rank asked to stop (one control scalar)."""
+        any rank asked to stop (a control scalar riding on the same allreduce)."""
         flat = parameters_to_vector(self.params).detach()
-        vector_to_parameters(self.comm.allreduce(flat, category="train_param") / self.comm.size, self.params)
+        total, (stops,) = self.comm.allreduce_carrying(flat, [1.0 if self.stop_flag() else 0.0], "train_param")
+        vector_to_parameters(total / self.comm.size, self.params)
         self.averagings += 1
-        return self.comm.allreduce_object_max(1.0 if self.stop_flag() else 0.0) > 0
+        return float(stops) > 0
 
     # ------------------------------------------------------------ epochs
     def train_epoch(self, epoch: int) -> float:

@@ -128,7 +128,9 @@ class LLCG(LocalTraining):
         k_r = local_steps_of(self.opts, epoch, self.cfg.epochs)
         losses = [x for x in (self.local_step(epoch, s, order) for s in range(k_r)) if x is not None]
         flat = parameters_to_vector(self.params).detach() * self.weight
-        vector_to_parameters(self.comm.allreduce(flat, category="train_param"), self.params)  # up
+        # up; whether any rank asked to stop rides along (the round still ends with its correction)
+        total, (stops,) = self.comm.allreduce_carrying(flat, [1.0 if self.stop_flag() else 0.0], "train_param")
+        vector_to_parameters(total, self.params)
         if self.server is not None:
             t0 = time.perf_counter()
             for s in range(self.opts.server_steps):
@@ -139,7 +141,7 @@ class LLCG(LocalTraining):
         self.rounds += 1
         self.schedule.append(k_r)
         self.train_peak_rss_mb = self.phases.overall()  # a high-water mark: before any later evaluation
-        self.stop_pending = self.comm.allreduce_object_max(1.0 if self.stop_flag() else 0.0) > 0
+        self.stop_pending = float(stops) > 0
         return self.mean_loss(losses)
 
     def server_step(self, rnd: int, step: int) -> None:
