@@ -136,22 +136,27 @@ class Comm:
         return result
 
     # -- public API (counts, then delegates) ---------------------------------
-    def allreduce(self, t: torch.Tensor, op: str = SUM, category: str = "other") -> torch.Tensor:
+    def _count_allreduce(self, category: str, t: torch.Tensor, rounds: bool = True) -> None:
+        """The cost model's ring allreduce: 2 (P-1)/P x the tensor's bytes, 2 (P-1) rounds (none for
+        values that ride in another tensor's allreduce)."""
         p = self.size
-        self.counter.add(category, 2 * (p - 1) / p * nbytes(t), 2 * (p - 1))
+        self.counter.add(category, 2 * (p - 1) / p * nbytes(t), 2 * (p - 1) if rounds else 0)
+
+    def allreduce(self, t: torch.Tensor, op: str = SUM, category: str = "other") -> torch.Tensor:
+        self._count_allreduce(category, t)
         self._enter(category)
-        return self._leave(category, self._allreduce(t, op) if p > 1 else t.clone())
+        return self._leave(category, self._allreduce(t, op) if self.size > 1 else t.clone())
 
     def allreduce_carrying(self, t: torch.Tensor, scalars: list[float], category: str = "other"):
         """Sum-allreduce of ``t`` with a few control scalars in the same collective (one latency, not
         two): ``t``'s bytes are counted under ``category``, the scalars' under control. Returns
         (the sum of ``t``, the sums of the scalars)."""
-        p, extra = self.size, torch.tensor(scalars, dtype=t.dtype)
-        self.counter.add(category, 2 * (p - 1) / p * nbytes(t), 2 * (p - 1))
-        self.counter.add("control", 2 * (p - 1) / p * nbytes(extra), 0)
+        extra = torch.tensor(scalars, dtype=t.dtype)
+        self._count_allreduce(category, t)
+        self._count_allreduce("control", extra, rounds=False)
         both = torch.cat([t.detach().reshape(-1), extra])
         self._enter(category)
-        out = self._leave(category, self._allreduce(both, SUM) if p > 1 else both)
+        out = self._leave(category, self._allreduce(both, SUM) if self.size > 1 else both)
         return out[: t.numel()].view_as(t), out[t.numel():]
 
     def allgather(self, t: torch.Tensor, category: str = "other") -> torch.Tensor:
