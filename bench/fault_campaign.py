@@ -82,7 +82,7 @@ def train_cmd(a, method: str, data: Path, out: Path) -> list[str]:
 
 def _rows(out: Path) -> list[str]:
     f = out / "metrics.jsonl"
-    return f.read_text().splitlines() if f.exists() else []
+    return [r for r in f.read_text().split("\n")[:-1] if r] if f.exists() else []  # whole lines only
 
 
 def launch(cmd: list[str], out: Path, fault: str | None, timeout: float) -> dict:
@@ -92,13 +92,19 @@ def launch(cmd: list[str], out: Path, fault: str | None, timeout: float) -> dict
     old = {json.loads(r)["epoch"]: r for r in _rows(out)}.get(start_epoch)
     t0 = time.time()
     proc = subprocess.Popen(cmd, env=_env(fault), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def resumed() -> bool:  # every row: a short epoch can append several between two polls
+        return any(json.loads(r)["epoch"] == start_epoch and r != old for r in _rows(out))
+
     first = None
     while proc.poll() is None and time.time() - t0 < timeout:
-        if first is None and any(json.loads(r)["epoch"] == start_epoch and r != old for r in _rows(out)[-3:]):
+        if first is None and resumed():
             first = time.time() - t0
         time.sleep(0.05)
     if proc.poll() is None:
         proc.kill()  # our own mpirun: past the limit it counts as a hang
+    if first is None and resumed():  # it trained and ended within the last poll
+        first = time.time() - t0
     log = proc.communicate()[0]
     return {"rc": proc.returncode, "end": time.time(), "resume_s": first, "start_epoch": start_epoch,
             "log_tail": log[-2000:]}
