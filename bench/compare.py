@@ -94,7 +94,9 @@ def sh(cmd: list[str], env: dict | None = None) -> None:
 
 
 def mpirun(n: int) -> list[str]:
-    return ["mpirun", "-np", str(n), "--oversubscribe"]
+    from grappa.launch_env import local_mpirun
+
+    return local_mpirun(n)
 
 
 def prepare_raw(a) -> Path:

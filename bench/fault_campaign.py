@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT / "lib"))
 from grappa.atomic import atomic_write_bytes  # noqa: E402
 from grappa.checkpoint import list_checkpoints, load_checkpoint, load_latest  # noqa: E402
 from grappa.faults import PHASES  # noqa: E402
+from grappa.launch_env import local_mpirun  # noqa: E402
 from grappa.train.registry import FAULT_DEFAULT, METHODS, partition_spec  # noqa: E402
 
 # Highest arrival drawn per phase: every fault lands within a few epochs of
@@ -72,7 +73,7 @@ def _env(fault: str | None = None) -> dict:
 
 def train_cmd(a, method: str, data: Path, out: Path) -> list[str]:
     """As the job scripts do: --resume when a checkpoint exists, else start afresh."""
-    cmd = ["mpirun", "-np", str(a.ranks), "--oversubscribe", sys.executable, "-m", "grappa.train",
+    cmd = [*local_mpirun(a.ranks), sys.executable, "-m", "grappa.train",
            "--method", method, "--data", str(data), "--out", str(out), "--epochs", str(a.epochs),
            "--dropout", "0", "--eval-every", "2", "--checkpoint-every", "4", "--seed", str(a.seed), "--no-progress"]
     # Method.fault_flags: what makes it replay exactly after a resume, with its boundaries in a short run

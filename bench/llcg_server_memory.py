@@ -30,6 +30,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "lib"))
+
+from grappa.launch_env import local_mpirun  # noqa: E402
 
 
 def sh(cmd: list[str]) -> None:
@@ -134,7 +137,7 @@ def main(argv=None) -> None:
 def llcg_run(a, shards: Path, out: Path) -> dict:
     """Phase 2: LLCG on a.ranks ranks; rank 0's memory from result.json."""
     t0 = time.perf_counter()
-    sh(["mpirun", "-np", str(a.ranks), "--oversubscribe", sys.executable, "-m", "grappa.train", "--method", "llcg",
+    sh([*local_mpirun(a.ranks), sys.executable, "-m", "grappa.train", "--method", "llcg",
         "--data", str(shards), "--out", str(out / "run"), "--overwrite", "--no-progress", "--model", "gcn",
         "--hidden", "16", "--batch-size", "256", "--fanouts", "10", "10", "--local-steps", "4",
         "--epochs", str(a.rounds), "--eval-every", str(a.rounds), "--eval-batch-size", "4096",

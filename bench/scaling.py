@@ -27,6 +27,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "lib"))
+
+from grappa.launch_env import local_mpirun  # noqa: E402
+
 PHASES = ("setup", "repartition", "train", "eval", "checkpoint")
 TRAIN = ["--method", "grappa", "--model", "sage", "--hidden", "64", "--batch-size", "1024", "--fanouts", "10", "10",
          "--epochs", "1", "--eval-every", "1", "--no-progress", "--overwrite"]
@@ -54,7 +58,7 @@ def measure(a, nodes: int) -> dict:
     m = json.loads((parts / "manifest.json").read_text())
     row.update(edges=m["num_edges"], partition_s=m["created_by"]["wall_s"],
                partition_peak_rss_mb=max(m["created_by"]["peak_rss_mb_per_rank"]))
-    row["train_wall_s"] = timed(["mpirun", "-np", str(a.ranks), sys.executable, "-m", "grappa.train", "--data",
+    row["train_wall_s"] = timed([*local_mpirun(a.ranks), sys.executable, "-m", "grappa.train", "--data",
                                  str(parts), "--out", str(run), *TRAIN])
     r = json.loads((run / "result.json").read_text())
     row.update(epoch_s=r["epoch_time_s_median"], eval_s=r["eval_time_s_median"],

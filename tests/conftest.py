@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from grappa.launch_env import local_mpirun
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("GRAPPA_SHARED", ROOT.parent / "shared"))
@@ -24,7 +25,7 @@ def mpi_env() -> dict:
 
 def run_mpi(np_: int, *args, timeout: int = 300) -> subprocess.CompletedProcess:
     """Real mpirun with ``np_`` ranks of this interpreter."""
-    cmd = ["mpirun", "-np", str(np_), "--oversubscribe", sys.executable, *map(str, args)]
+    cmd = [*local_mpirun(np_), sys.executable, *map(str, args)]
     return subprocess.run(cmd, env=mpi_env(), capture_output=True, text=True, timeout=timeout)
 
 

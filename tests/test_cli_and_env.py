@@ -9,6 +9,7 @@ import sys
 
 import pytest
 from conftest import ROOT, mpi_env, run_cli
+from grappa.launch_env import local_mpirun
 
 MODULES = ["grappa.train", "grappa.graph.importers_cli", "grappa.graph.generators_cli"]
 SCRIPTS = ["hpc/setup_env.sh"]
@@ -82,3 +83,18 @@ def test_env_sh_makes_mpi_ranks_yield_only_when_they_outnumber_the_cores(tasks_o
                        cwd=ROOT, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout == expect
+
+
+def test_local_mpirun_binds_each_rank_to_one_core_only_when_ranks_outnumber_the_cores():
+    """OpenMPI binds nothing when oversubscribed; local_mpirun then binds each
+    rank to one core, round robin, so that no core is left idle."""
+    cores = sorted(os.sched_getaffinity(0))
+    assert "--bind-to" not in local_mpirun(len(cores))  # OpenMPI's own binding stands
+    show = "import os; print(os.environ['OMPI_COMM_WORLD_RANK'], *sorted(os.sched_getaffinity(0)))"
+    r = subprocess.run([*local_mpirun(len(cores) + 1), sys.executable, "-c", show], env=mpi_env(),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    bound = {int(line.split()[0]): [int(c) for c in line.split()[1:]] for line in r.stdout.splitlines()}
+    assert sorted(bound) == list(range(len(cores) + 1))
+    assert all(len(cpus) == 1 and cpus[0] in cores for cpus in bound.values()), bound
+    assert {cpus[0] for cpus in bound.values()} == set(cores), bound  # every core has a rank

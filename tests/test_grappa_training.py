@@ -15,6 +15,7 @@ import pytest
 import torch
 from conftest import ROOT, mpi_env, run_mpi
 from grappa.checkpoint import load_checkpoint
+from grappa.launch_env import local_mpirun
 
 pytestmark = pytest.mark.mpi
 TRAIN = ["-m", "grappa.train"]
@@ -132,7 +133,7 @@ def test_resume_p4_checkpoint_with_p2(cora_k16, tmp_path):
 
 
 def _launch(np_, *args):
-    cmd = ["mpirun", "-np", str(np_), "--oversubscribe", sys.executable, *TRAIN, *map(str, args)]
+    cmd = [*local_mpirun(np_), sys.executable, *TRAIN, *map(str, args)]
     return subprocess.Popen(cmd, env=mpi_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
 
@@ -231,7 +232,7 @@ def accuracy_runs(cora_dir, cora_k16, tmp_path_factory):
     procs = []
     for ranks in (1, 4):
         (tmp / f"plan-{ranks}.json").write_text(json.dumps(cora[ranks] + sparse[ranks] + partial[ranks]))
-        cmd = ["mpirun", "-np", str(ranks), "--oversubscribe", sys.executable, str(ROOT / "bench/run_seeds.py"),
+        cmd = [*local_mpirun(ranks), sys.executable, str(ROOT / "bench/run_seeds.py"),
                "--plan", str(tmp / f"plan-{ranks}.json")]
         procs.append(subprocess.Popen(cmd, env=mpi_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     for proc in procs:

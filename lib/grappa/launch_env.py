@@ -15,3 +15,16 @@ def env_rank_size() -> tuple[int, int, int]:
         if r in os.environ and s in os.environ:
             return int(os.environ[r]), int(os.environ[s]), int(os.environ.get(lr, 0))
     return 0, 1, 0
+
+
+def local_mpirun(ranks: int) -> list[str]:
+    """``mpirun`` for ``ranks`` ranks on this node. With more ranks than cores (a workstation,
+    a test machine) each rank is bound to one core, round robin: OpenMPI binds nothing when
+    oversubscribed, and ranks left to migrate lost 15 to 30% of a small graph's epoch
+    (docs/BENCHMARKS.md, "Ranks bound to cores"). Each such rank uses one thread
+    (``grappa.comm.base.threads_per_rank``), so one core is all it needs."""
+    cmd = ["mpirun", "-np", str(ranks), "--oversubscribe"]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # as nproc
+    if ranks > cores:
+        cmd += ["--bind-to", "core:overload-allowed"]
+    return cmd
