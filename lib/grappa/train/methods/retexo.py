@@ -101,7 +101,10 @@ class RetexoNet(LayerwiseGNN):
 
     def stage_logits(self, i: int, x, graph) -> torch.Tensor:
         """The stage's classifier on its input rows: the aux head, or the logits."""
-        h = self.layer(i, dropout(as_float(x), self.dropout, self.training), *graph)
+        x = as_float(x)
+        # stage 0's input is the (often sparse) features, the same tensor every round: draw for its nonzeros only
+        nonzero = self._input_nonzero(x) if self.training and 0.0 < self.dropout < 1.0 else None
+        h = self.layer(i, dropout(x, self.dropout, self.training, nonzero=nonzero), *graph)
         return self.aux[i](h) if i < self.num_layers - 1 else h
 
 
