@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import itertools
 
+import h5py
 import numpy as np
 import pytest
 from conftest import ROOT, run_mpi
-from grappa.shards.assemble import load_chunk_set
+from grappa.shards.assemble import gather_rows, load_chunk_set
 from grappa.shards.schedule import chunk_sets
 
 
@@ -198,3 +199,21 @@ def test_block_patterns_hold_each_range_of_sources_from_a_stream_of_chunks():
         assert (got == want).all() and crow[-1] == keep.sum()
         for v in range(20):  # each row's sources keep the stream's order
             assert (col[crow[v]:crow[v + 1]] == src[keep][dst[keep] == v] - lo).all()
+
+
+def test_gather_rows_reads_a_dense_span_at_once_and_sparse_rows_one_by_one(tmp_path):
+    data = np.arange(400, dtype=np.float32).reshape(100, 4)
+    with h5py.File(tmp_path / "d.h5", "w") as f:
+        f["x"] = data
+    with h5py.File(tmp_path / "d.h5", "r") as f:
+        sparse = np.array([99, 0, 99])  # any order, repeats: 2 distinct rows over a span of 100
+        got, nbytes = gather_rows(f["x"], sparse, max_span=16)
+        np.testing.assert_array_equal(got, data[sparse])
+        assert nbytes == 2 * 16  # only the wanted rows
+        dense = np.array([90, 0, 10, 20, 30, 40, 50, 60, 70, 80])  # a row in 10: one read of the span
+        got, nbytes = gather_rows(f["x"], dense, max_span=16)
+        np.testing.assert_array_equal(got, data[dense])
+        assert nbytes == 91 * 16
+        got, nbytes = gather_rows(f["x"], sparse)  # no limit (ShardRows): the span
+        np.testing.assert_array_equal(got, data[sparse])
+        assert nbytes == 100 * 16

@@ -10,8 +10,9 @@ the chunk whose edge range holds ``q``.
 
 It quacks like ``grappa.graph.csr.CSR`` for ``NeighborSampler``
 (``num_nodes``, ``in_edge_ranges``, ``sources``), and ``node_rows`` reads
-features, labels and split codes of any nodes. ``bytes_read`` counts the
-payload bytes read from the shards (file I/O, not network).
+features, labels and split codes of any nodes (``gather_rows``: a dense
+span in one read, sparse rows one by one). ``bytes_read`` counts the bytes
+read from the shards (file I/O, not network).
 """
 from __future__ import annotations
 
@@ -23,7 +24,14 @@ import numpy as np
 from grappa.errors import InputError
 from grappa.graph.csr import row_ranges, segment_positions
 from grappa.id_sets import unique
+from grappa.shards.assemble import gather_rows
 from grappa.shards.format import load_manifest, open_shard_file
+
+# A shard's rows are read in one span, first wanted row to last, while at least one row in 16 is wanted:
+# h5py's row-by-row selection costs as much a row as a span of about 17 rows (Cora's features: 47 us a
+# row, 1.8 ms for all 677 of a shard; docs/BENCHMARKS.md). The server's batch covers much of a small
+# graph (spans), and a few rows of a large one's shard (row by row: at most 16x the rows are read).
+SPAN_PER_ROW = 16
 
 
 class ShardGraph:
@@ -72,11 +80,11 @@ class ShardGraph:
         out = None
         for c in unique(chunk):  # a loop over chunks, not nodes
             sel = np.flatnonzero(chunk == c)
-            part = self._file(int(c))[name][uniq[sel] - starts[c]]  # h5py reads increasing indices
+            part, nbytes = gather_rows(self._file(int(c))[name], uniq[sel] - starts[c], SPAN_PER_ROW)
             if out is None:
                 out = np.empty((len(uniq),) + part.shape[1:], part.dtype)
             out[sel] = part
-            self.bytes_read += part.nbytes
+            self.bytes_read += nbytes
         if out is None:
             dset = self._file(0)[name]
             out = np.empty((0,) + dset.shape[1:], dset.dtype)
