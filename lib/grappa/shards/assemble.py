@@ -542,10 +542,3 @@ class ShardRows:
         out, nbytes = gather_rows(dataset, rows)
         self.bytes_read += nbytes
         return out
-        per = max(1, SLAB_BYTES // max(1, dataset.dtype.itemsize * int(np.prod(dataset.shape[1:]))))
-        slab = rows // per
-        for j in np.flatnonzero(np.bincount(slab)):
-            m = np.flatnonzero(slab == j)
-            lo, hi = int(rows[m].min()), int(rows[m].max()) + 1
-            out[m] = self._read(dataset, lo, hi)[rows[m] - lo]
-        return out
