@@ -17,6 +17,7 @@ import pytest
 import torch
 from conftest import ROOT, mpi_env, run_mpi
 from grappa.graph import importers_cli
+from grappa.launch_env import local_mpirun
 from grappa.shards.format import sha256_file
 from test_bad_input_catalogue import refused
 
@@ -171,7 +172,7 @@ def test_a_nan_mid_run_stops_keeps_the_last_good_checkpoint_and_resumes(cora_k8,
     env = mpi_env()
     steps_per_epoch = 1  # full-graph: one gradient allreduce per epoch
     env["GRAPPA_FAULT"] = f"0:step:{5 * steps_per_epoch + 1}::nan"  # the allreduce of epoch 5
-    r = subprocess.run(["mpirun", "-np", "2", "--oversubscribe", "python", *map(str, common)], env=env,
+    r = subprocess.run([*local_mpirun(2), "python", *map(str, common)], env=env,
                        capture_output=True, text=True, timeout=300)
     one_error(r, 1, "training diverged in epoch", "--lr 0.01")
     assert not (out / "result.json").exists() and not (out / "best_model.pt").exists()
@@ -198,7 +199,7 @@ def test_a_nan_in_one_ranks_copy_ends_every_rank_in_that_epoch(cora_k8, tmp_path
     out = tmp_path / "run"
     env = mpi_env()
     env["GRAPPA_FAULT"] = "0:step:6::nan"  # the 6th training collective on rank 0: epoch 5's
-    r = subprocess.run(["mpirun", "-np", "2", "--oversubscribe", "python", "-m", "grappa.train", "--method", method,
+    r = subprocess.run([*local_mpirun(2), "python", "-m", "grappa.train", "--method", method,
                         *map(str, flags), "--data", str(cora_k8), "--out", str(out), "--epochs", "8",
                         "--no-progress"], env=env, capture_output=True, text=True, timeout=300)
     one_error(r, 1, "training diverged in epoch 5", "--lr 0.01")
@@ -297,7 +298,7 @@ def test_a_legal_time_mode_round_raises_no_stall_warning(cora_k8, tmp_path):
     pytest.importorskip("horovod.torch")
     env = mpi_env()
     env["HOROVOD_STALL_CHECK_TIME_SECONDS"] = "2"
-    cmd = ["mpirun", "-np", "2", "--oversubscribe", "python", "-m", "grappa.train", "--method", "random-tma",
+    cmd = [*local_mpirun(2), "python", "-m", "grappa.train", "--method", "random-tma",
            "--data", cora_k8, "--out", tmp_path / "run", "--backend", "horovod", "--average-every-seconds", 5,
            "--epochs", 1, "--no-progress"]
     r = subprocess.run([str(c) for c in cmd], env=env, capture_output=True, text=True, timeout=300)

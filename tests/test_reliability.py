@@ -14,6 +14,7 @@ import time
 import pytest
 from conftest import ROOT, cmdline, descendants, mpi_env
 from grappa.faults import PHASES, FaultPoints
+from grappa.launch_env import local_mpirun
 
 pytestmark = pytest.mark.mpi
 
@@ -40,7 +41,7 @@ def test_a_hung_rank_ends_the_job_through_the_timeout(cora_k16, tmp_path, backen
     """A rank that is alive but silent (SIGSTOP) is not the launcher's to catch:
     the others' collectives time out and the job ends (here --comm-timeout 5)."""
     out = tmp_path / "run"
-    cmd = ["mpirun", "-np", "2", "--oversubscribe", sys.executable, "-m", "grappa.train", "--method", "grappa",
+    cmd = [*local_mpirun(2), sys.executable, "-m", "grappa.train", "--method", "grappa",
            "--data", str(cora_k16), "--out", str(out), "--no-progress", "--epochs", "100000",
            "--backend", backend, "--comm-timeout", "5", "--eval-every", "1000"]
     proc = subprocess.Popen(cmd, env=mpi_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
